@@ -1,0 +1,36 @@
+# The README's two commands: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel these machines carry; on a GPU box: make TORCH="torch" ...
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev
+
+.PHONY: install quickstart test test-fast lint bench clean
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+quickstart: install
+	$(VENV)/bin/telos quickstart
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/grpo_vs_trl.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,32 @@
+"""The generation ``Engine`` interface every backend implements, and the backend registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from telos.registry import Registry
+from telos.types import Completion, SamplingParams
+
+ENGINES: Registry[type[Engine]] = Registry("engine backend")
+
+
+class Engine(ABC):
+    """Generates ``params.n`` completions per prompt, returned grouped: the completions of
+    prompt i are ``result[i * n : (i + 1) * n]``."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]: ...
+
+    def sync_weights(self, model) -> None:  # noqa: B027 - in-process engines share the model
+        """Make the engine sample from ``model``'s current weights."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release processes or memory the engine holds."""
+
+
+def make_engine(backend: str, model, tokenizer, **options) -> Engine:
+    """Build a registered backend (importing the backends registers them)."""
+    import rollout.hf  # noqa: F401  # registers "hf"
+
+    return ENGINES.get(backend)(model, tokenizer, **options)

@@ -1,0 +1,85 @@
+"""The ``telos`` command line.
+
+Commands are looked up by dotted name and imported only when run, so ``telos`` (the core)
+never imports the packages built on it and ``telos check`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from telos.errors import UserError
+
+# command → "module:function"; each function takes the parsed argparse namespace
+COMMANDS = {
+    "quickstart": "trainers.quickstart:quickstart_command",
+    "train": "trainers.run:train_command",
+    "check": "trainers.run:check_command",
+    "eval math": "eval.math:eval_math_command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telos", description="Train LLM reasoners and agents.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quickstart", help="tiny model: SFT warm-up, then RL, on arithmetic problems")
+    q.add_argument("--out", default="runs/quickstart", help="output directory (default: runs/quickstart)")
+    q.add_argument("--algo", default="grpo", help="RL algorithm (default: grpo)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--scale", type=float, default=1.0, help="shrink steps/problems (tests use < 1)")
+
+    for name, help_text in (("train", "run a recipe"), ("check", "validate a recipe without running it")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("recipe", help="path to a recipe YAML")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 resume=latest")
+
+    ev = sub.add_parser("eval", help="evaluate a model")
+    ev_sub = ev.add_subparsers(dest="eval_kind", required=True)
+    m = ev_sub.add_parser("math", help="pass@1, pass@k and maj@k on a math data set")
+    m.add_argument("--model", required=True, help="model directory or hub id")
+    m.add_argument(
+        "--data",
+        required=True,
+        help="data spec: procedural:arith:test, file.jsonl, hf:openai/gsm8k:main@test",
+    )
+    m.add_argument("--samples", type=int, default=1, help="k: samples per problem for pass@k / maj@k")
+    m.add_argument("--temperature", type=float, default=None, help="default 0 for k=1, else 1.0")
+    m.add_argument("--top-p", type=float, default=1.0)
+    m.add_argument("--max-tokens", type=int, default=256)
+    m.add_argument("--limit", type=int, default=None, help="evaluate the first N problems")
+    m.add_argument("--template", default="plain", help="prompt template name or string with {prompt}")
+    m.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    m.add_argument("--reward", default="accuracy", help="verifier: accuracy | gsm8k | numeric | module:fn")
+    m.add_argument("--engine", default="hf", help="generation backend (default: hf)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default=None, help="directory for results.json and report.md")
+    return parser
+
+
+def _resolve(args: argparse.Namespace):
+    key = args.command if args.command != "eval" else f"eval {args.eval_kind}"
+    module, func = COMMANDS[key].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_resolve(args)(args) or 0)
+    except UserError as e:
+        if args.debug or os.environ.get("TELOS_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Model and tokenizer loading: a local path, a hub id, or a tiny model built from a config.
+
+The tiny model is what makes the laptop path possible without downloads: a byte-level BPE
+tokenizer trained on text we generate, and a Qwen2/Llama config of a few million parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from telos.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of a locally built model (``model.name_or_path: tiny``)."""
+
+    arch: str = "qwen2"  # qwen2 | llama
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    vocab_size: int = 384
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer on ``corpus``; digits stay single tokens (arithmetic
+    is learnable digit by digit). Returns a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int = 0):
+    """A randomly initialised causal LM of the given shape, sized to the tokenizer."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}.get(cfg.arch)
+    if config_cls is None:
+        raise UserError(f"tiny.arch {cfg.arch!r} is not valid; valid: llama, qwen2")
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def _is_local(name_or_path: str) -> bool:
+    return name_or_path.startswith((".", "/", "~")) or os.path.exists(name_or_path)
+
+
+def check_model_path(name_or_path: str) -> None:
+    """A local-looking path must exist and hold a model config; hub ids pass (checked on load)."""
+    if _is_local(name_or_path):
+        p = Path(name_or_path).expanduser()
+        if not p.exists():
+            raise UserError(f"model path not found: {name_or_path}")
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+            raise UserError(f"model path {name_or_path} has no config.json (not a saved model)")
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    check_model_path(name_or_path)
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name_or_path: str, dtype: str = "float32", lora: LoraConfig | None = None):
+    """Load a causal LM (local dir or hub id); wrap it with a LoRA adapter when asked."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_path(name_or_path)
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype {dtype!r} is not valid; valid: {', '.join(DTYPES)}")
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
+    if lora is not None:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
+        model = get_peft_model(
+            model,
+            PeftLoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,73 @@
+"""Turning sampled completions into padded tensors, and per-token log-probs of completions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from telos.types import Completion
+
+
+@dataclass
+class PackedBatch:
+    """``[prompt (left-padded) | completion (right-padded)]`` rows; completion columns are the
+    last ``completion_mask.shape[1]`` ones, so logits are computed for those positions only."""
+
+    input_ids: torch.Tensor  # [B, Wp + Wc]
+    attention_mask: torch.Tensor  # [B, Wp + Wc]
+    completion_ids: torch.Tensor  # [B, Wc]
+    completion_mask: torch.Tensor  # [B, Wc] float
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, idx: list[int] | torch.Tensor) -> PackedBatch:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return PackedBatch(
+            *(
+                t[idx]
+                for t in (self.input_ids, self.attention_mask, self.completion_ids, self.completion_mask)
+            )
+        )
+
+
+def pack_completions(completions: list[Completion], pad_id: int) -> PackedBatch:
+    wp = max(len(c.prompt_token_ids) for c in completions)
+    wc = max(1, max(len(c.token_ids) for c in completions))
+    n = len(completions)
+    input_ids = torch.full((n, wp + wc), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, wp + wc), dtype=torch.long)
+    cmask = torch.zeros((n, wc))
+    for i, c in enumerate(completions):
+        p, t = c.prompt_token_ids, c.token_ids
+        input_ids[i, wp - len(p) : wp] = torch.tensor(p, dtype=torch.long)
+        attn[i, wp - len(p) : wp] = 1
+        if t:
+            input_ids[i, wp : wp + len(t)] = torch.tensor(t, dtype=torch.long)
+            attn[i, wp : wp + len(t)] = 1
+            cmask[i, : len(t)] = 1.0
+    return PackedBatch(input_ids, attn, input_ids[:, wp:], cmask)
+
+
+def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every completion column, shape [B, Wc].
+
+    Only the completion positions' logits are materialised (``logits_to_keep``), and the
+    log-softmax is taken as ``logit[y] − logsumexp(logits)`` so the full [B, T, V] log-prob
+    tensor never exists — it dominates memory with 150k-token vocabularies.
+    """
+    wc = batch.completion_ids.shape[1]
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = (
+        model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=positions,
+            logits_to_keep=wc + 1,
+        )
+        .logits[:, :-1]
+        .float()
+    )
+    picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)

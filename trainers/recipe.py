@@ -1,0 +1,117 @@
+"""The recipe schema shared by every trainer: one YAML file = one run.
+
+Sections map to dataclasses; an algorithm adds its own section (``grpo:``) and everything
+else (model, data, rewards, engine, sampling, train, logging) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from telos.config import choices_field, path_field
+from telos.models import LoraConfig, TinyModelConfig
+
+
+def _loss_names() -> list[str]:
+    from trainers.losses import LOSSES
+
+    return LOSSES.names()
+
+
+@dataclass
+class ModelSection:
+    """``name_or_path``: a local directory, a hub id (``Qwen/Qwen2.5-0.5B-Instruct``), or
+    ``tiny:arith`` — the tiny model SFT-warmed on procedural arithmetic, built locally and cached."""
+
+    name_or_path: str = path_field(kind="model")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraConfig | None = None
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataSection:
+    train: str = path_field(kind="data")  # procedural:arith, file.jsonl, hf:openai/gsm8k:main
+    test: str | None = path_field(None, kind="data")
+    template: str = "plain"  # prompt template name or a string containing {prompt}
+    chat: bool = False  # wrap prompts with the tokenizer's chat template
+    num_train: int | None = None
+    num_test: int = 200
+
+
+@dataclass
+class RewardSpec:
+    name: str = "accuracy"  # registered name or "module:function"
+    weight: float = 1.0
+
+
+@dataclass
+class EngineSection:
+    backend: Literal["hf", "vllm"] = "hf"
+    mode: Literal["colocated", "server"] = "colocated"
+    max_batch_size: int = 512
+    url: str | None = None  # server mode
+
+
+@dataclass
+class SamplingSection:
+    num_generations: int = 8  # G, answers per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GRPOSection:
+    loss_type: str = choices_field("dapo", _loss_names)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    advantage: Literal["grpo", "rloo"] = "grpo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0  # k3 KL to a frozen reference; 0 = no reference model loaded
+    num_iterations: int = 1  # μ: optimizer passes over each rollout batch
+    dynamic_sampling: bool = True  # drop zero-variance groups and sample more prompts
+    max_resample_rounds: int = 3
+
+
+@dataclass
+class TrainSection:
+    steps: int = 100
+    prompts_per_step: int = 16  # across all processes
+    micro_batch_size: int = 64  # sequences per forward/backward
+    lr: float = 1e-6
+    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_every: int = 50
+    keep_last: int = 2
+    eval_every: int = 0  # 0 = only at the end
+
+
+@dataclass
+class RLRecipe:
+    trainer: Literal["grpo"]
+    model: ModelSection
+    data: DataSection
+    name: str = "run"
+    output_dir: str | None = None  # default runs/<name>
+    resume: str | None = None  # "latest" or a checkpoint directory
+    report_to: list[str] = field(default_factory=list)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec()])
+    engine: EngineSection = field(default_factory=EngineSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    @property
+    def run_dir(self) -> str:
+        return self.output_dir or f"runs/{self.name}"
+
+
+RECIPES: dict[str, type] = {"grpo": RLRecipe}

@@ -1,0 +1,181 @@
+"""Run setup and teardown shared by the trainers: accelerator, model, data, rewards, engine,
+optimizer and schedule; the final save, evaluation, summary and plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from envs.math.prompts import format_prompt
+from envs.math.sources import load_rows
+from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function
+from rollout.engine import Engine, make_engine
+from telos.errors import UserError
+from telos.models import load_model, load_tokenizer
+from telos.plots import plot_metrics
+from telos.tracking import read_metrics
+from telos.types import SamplingParams
+from trainers.recipe import RLRecipe
+from trainers.sft import warmup_cosine
+from trainers.tiny import resolve_tiny
+
+PLOT_GROUPS = {
+    "reward": ["reward_mean"],
+    "accuracy": ["accuracy", "eval_accuracy"],
+    "completion_length": ["completion_length_mean"],
+    "grad_norm": ["grad_norm"],
+    "throughput": ["tokens_per_s"],
+}
+
+
+@dataclass
+class RunContext:
+    recipe: RLRecipe
+    accelerator: object
+    model: torch.nn.Module
+    tokenizer: object
+    engine: Engine
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_rows: list[dict]
+    train_prompts: list[str]
+    test_rows: list[dict]
+    reward_fns: list[Callable]
+    reward_weights: list[float]
+    correctness_fn: Callable | None
+    ref_model: torch.nn.Module | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def make_scheduler(optimizer, kind: str, warmup: int, total: int):
+    if kind == "cosine":
+        factor = warmup_cosine(warmup, total)
+    elif kind == "linear":
+
+        def factor(s: int) -> float:
+            return (
+                (s + 1) / max(1, warmup)
+                if s < warmup
+                else max(0.0, 1 - (s - warmup) / max(1, total - warmup))
+            )
+    else:
+
+        def factor(s: int) -> float:
+            return min(1.0, (s + 1) / max(1, warmup)) if warmup else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def setup_run(recipe: RLRecipe) -> RunContext:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(recipe.train.seed)  # same init on every rank; sampling seeds differ per rank
+    name = recipe.model.name_or_path
+    if name.startswith("tiny:"):
+        with acc.main_process_first():
+            name = resolve_tiny(name)
+    tokenizer = load_tokenizer(name)
+    model = load_model(name, recipe.model.dtype, recipe.model.lora)
+    if recipe.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+
+    def rows_of(spec: str, limit: int | None) -> list[dict]:
+        return load_rows(spec, limit=limit, seed=recipe.train.seed)
+
+    train_rows = rows_of(recipe.data.train, recipe.data.num_train)
+    if not train_rows:
+        raise UserError(f"data.train {recipe.data.train!r} has no rows")
+    test_rows = rows_of(recipe.data.test, recipe.data.num_test) if recipe.data.test else []
+
+    def prompt_of(row: dict) -> str:
+        return format_prompt(row, recipe.data.template, tokenizer=tokenizer, chat=recipe.data.chat)
+
+    reward_fns = [resolve_reward_function(s.name) for s in recipe.rewards]
+    correctness = next(
+        (
+            f
+            for s, f in zip(recipe.rewards, reward_fns, strict=True)
+            if s.name in REWARD_FUNCTIONS and s.name != "format"
+        ),
+        None,
+    )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=recipe.train.lr,
+        weight_decay=recipe.train.weight_decay,
+    )
+    scheduler = make_scheduler(
+        optimizer, recipe.train.lr_scheduler, recipe.train.warmup_steps, recipe.train.steps
+    )
+    model, optimizer = acc.prepare(model, optimizer)
+    engine = make_engine(
+        recipe.engine.backend, acc.unwrap_model(model), tokenizer, max_batch_size=recipe.engine.max_batch_size
+    )
+    return RunContext(
+        recipe=recipe,
+        accelerator=acc,
+        model=model,
+        tokenizer=tokenizer,
+        engine=engine,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_rows=train_rows,
+        train_prompts=[prompt_of(r) for r in train_rows],
+        test_rows=[{**r, "_prompt": prompt_of(r)} for r in test_rows],
+        reward_fns=reward_fns,
+        reward_weights=[s.weight for s in recipe.rewards],
+        correctness_fn=correctness,
+    )
+
+
+def evaluate_greedy(ctx: RunContext) -> float:
+    """Greedy pass@1 on the held-out rows (main process's engine; every rank computes the
+    same number, cheaply, so no broadcast is needed)."""
+    rows = ctx.test_rows
+    if not rows:
+        return float("nan")
+    fn = ctx.correctness_fn or ctx.reward_fns[0]
+    params = SamplingParams(
+        n=1, temperature=0.0, max_tokens=ctx.recipe.sampling.max_tokens, stop=ctx.recipe.sampling.stop
+    )
+    outs = ctx.engine.generate([r["_prompt"] for r in rows], params)
+    cols = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "_prompt")}
+    scores = fn([r["_prompt"] for r in rows], [o.text for o in outs], **cols)
+    return sum(1.0 for s in scores if s is not None and s > 0) / len(rows)
+
+
+def finish_run(ctx: RunContext, train_seconds: float) -> dict:
+    """Save ``final/``, evaluate, write summary.json and plots (main process)."""
+    acc = ctx.accelerator
+    run_dir = Path(ctx.recipe.run_dir)
+    eval_acc = evaluate_greedy(ctx)
+    summary = {}
+    if acc.is_main_process:
+        final = run_dir / "final"
+        acc.unwrap_model(ctx.model).save_pretrained(final)
+        ctx.tokenizer.save_pretrained(final)
+        metrics = read_metrics(run_dir / "metrics.jsonl")
+        last = metrics[-1] if metrics else {}
+        summary = {
+            "name": ctx.recipe.name,
+            "trainer": ctx.recipe.trainer,
+            "steps": last.get("step", 0),
+            "eval_accuracy": eval_acc,
+            "num_test": len(ctx.test_rows),
+            "final_reward_mean": last.get("reward_mean"),
+            "generated_tokens": last.get("generated_tokens"),
+            "train_seconds": train_seconds,
+            "world_size": acc.num_processes,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_metrics(metrics, run_dir / "plots", PLOT_GROUPS)
+    acc.wait_for_everyone()
+    return summary
