@@ -45,7 +45,8 @@ class HFEngine(Engine):
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
         rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
-        gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        device = next(self.model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
         was_training = self.model.training
         self.model.eval()
         out: list[Completion] = []

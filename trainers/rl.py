@@ -206,8 +206,9 @@ class _nullcontext:
         return False
 
 
-def train_rl(recipe: RLRecipe, raw_config: dict | None = None) -> dict:
-    """Run a GRPO-family recipe end to end; returns the summary written to summary.json."""
+def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: bool = False):
+    """Run a GRPO-family recipe end to end; returns the summary written to summary.json
+    (and the run context — model, accelerator, engine — with ``return_context``)."""
     ctx = setup_run(recipe)
     r, acc = recipe, ctx.accelerator
     run_dir = Path(r.run_dir)
@@ -275,4 +276,5 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None) -> dict:
                 keep_last=r.train.keep_last,
             )
     tracker.close()
-    return finish_run(ctx, train_seconds=time.perf_counter() - start)
+    summary = finish_run(ctx, train_seconds=time.perf_counter() - start)
+    return (summary, ctx) if return_context else summary

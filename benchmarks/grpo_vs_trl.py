@@ -1,0 +1,560 @@
+"""GRPO side by side: telos's RL loop vs TRL's ``GRPOTrainer`` (trl 1.16), one process.
+
+Both systems train the same starting model on the same prompts, in the same order, with the
+same reward function and GRPO settings (read from ``recipes/math/grpo_tiny.yaml``): G = 8
+answers per prompt, 16 prompts per step, 48 completion tokens, temperature 1, μ = 1, β = 0,
+DAPO loss, group-scaled advantages, constant lr, no dynamic sampling. Runs alternate
+(telos, TRL, TRL, telos, ...), each a fresh run from the starting model with ``--steps``
+optimizer steps and seed ``seed + repeat``, so drift in machine load hits both sides alike.
+
+Measured per side:
+- completion tokens generated per second of training time: the sum over optimizer steps of
+  the step's wall time (generation + scoring + update; model load, setup, logging, checkpoints
+  and the final save excluded). telos: ``step_time`` from its ``metrics.jsonl``; TRL: a
+  ``TrainerCallback`` timing ``on_step_begin`` → ``on_step_end``;
+- mean reward over the last steps (telos ``reward_mean``, TRL's logged ``reward``);
+- an MFU estimate: 2·N·(generated tokens) + 6·N·(prompt + completion tokens) per step, over a
+  matmul peak measured in the same run (``torch.mm`` of 1024×1024 fp32, ~1 s).
+
+    python benchmarks/grpo_vs_trl.py                      # default: tiny:arith, built once
+    python benchmarks/grpo_vs_trl.py --steps 3 --repeats 1 --model DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (  # noqa: E402
+    REPO_ROOT,
+    format_table,
+    machine_info,
+    measure_matmul_peak,
+    mfu,
+    set_offline,
+    summarize,
+    training_flops,
+    write_json,
+)
+
+set_offline()
+
+RECIPE = "recipes/math/grpo_tiny.yaml"
+DEFAULT_MODEL = "tiny:arith"
+# Chosen so the default run (2 repeats × both systems, tiny:arith already cached) takes
+# ≤ 10 minutes on the 2-core development machine; see the module docstring of the result.
+DEFAULT_STEPS = 12
+DEFAULT_REPEATS = 2
+DEFAULT_OUT = "benchmarks/results/grpo_vs_trl.json"
+
+
+@dataclass
+class Settings:
+    """The GRPO settings both systems run with (from the recipe after overrides)."""
+
+    recipe: str
+    model: str
+    data_train: str
+    num_train: int | None
+    template: str
+    reward: str
+    num_generations: int
+    prompts_per_step: int
+    max_completion_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    num_iterations: int
+    beta: float
+    epsilon: float
+    epsilon_high: float | None
+    loss_type: str
+    scale_rewards: str
+    advantage: str
+    dynamic_sampling: bool
+    lr: float
+    lr_scheduler: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    micro_batch_size: int
+    dtype: str
+
+    @property
+    def completions_per_step(self) -> int:
+        return self.num_generations * self.prompts_per_step
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per run (each side)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="alternations: runs per side")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: tiny:arith, built once)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
+    p.add_argument("--seed", type=int, default=0, help="seed of repeat 0; repeat r uses seed + r")
+    p.add_argument(
+        "--final-window",
+        type=int,
+        default=0,
+        help="steps averaged for the final reward (default: the last quarter, at least 1)",
+    )
+    p.add_argument("--recipe", default=RECIPE, help="GRPO recipe whose settings both sides use")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        p.error("--steps and --repeats must be ≥ 1")
+    return args
+
+
+# ------------------------------------------------------------------------------ shared setup
+
+
+def telos_overrides(model_dir: str, steps: int, seed: int, out_dir: str) -> list[str]:
+    """What the benchmark changes in the recipe: no dynamic sampling (TRL has none), no warm-up
+    (TRL gets none either), one micro-batch per step (TRL: per_device_train_batch_size = G·P),
+    no held-out eval, and checkpoints only at the end."""
+    return [
+        f"model.name_or_path={model_dir}",
+        f"output_dir={out_dir}",
+        "name=bench-telos",
+        "grpo.dynamic_sampling=false",
+        f"train.steps={steps}",
+        f"train.seed={seed}",
+        "train.warmup_steps=0",
+        f"train.save_every={steps}",
+        "train.keep_last=1",
+        "train.eval_every=0",
+        "data.test=null",
+        "report_to=[]",
+    ]
+
+
+def load_settings(recipe_path: str, model_dir: str) -> Settings:
+    from trainers.run import load_recipe
+
+    recipe, _ = load_recipe(recipe_path, telos_overrides(model_dir, 1, 0, tempfile.gettempdir()))
+    r = recipe
+    if len(r.rewards) != 1:
+        raise SystemExit(f"error: the benchmark compares one reward function; {recipe_path} has {len(r.rewards)}")
+    if r.data.chat:
+        raise SystemExit("error: the benchmark feeds TRL plain-text prompts; set data.chat: false")
+    return Settings(
+        recipe=recipe_path,
+        model=model_dir,
+        data_train=r.data.train,
+        num_train=r.data.num_train,
+        template=r.data.template,
+        reward=r.rewards[0].name,
+        num_generations=r.sampling.num_generations,
+        prompts_per_step=r.train.prompts_per_step,
+        max_completion_tokens=r.sampling.max_tokens,
+        temperature=r.sampling.temperature,
+        top_p=r.sampling.top_p,
+        top_k=r.sampling.top_k,
+        num_iterations=r.grpo.num_iterations,
+        beta=r.grpo.beta,
+        epsilon=r.grpo.epsilon,
+        epsilon_high=r.grpo.epsilon_high,
+        loss_type=r.grpo.loss_type,
+        scale_rewards=r.grpo.scale_rewards,
+        advantage=r.grpo.advantage,
+        dynamic_sampling=r.grpo.dynamic_sampling,
+        lr=r.train.lr,
+        lr_scheduler=r.train.lr_scheduler,
+        warmup_steps=r.train.warmup_steps,
+        weight_decay=r.train.weight_decay,
+        max_grad_norm=r.train.max_grad_norm,
+        micro_batch_size=r.train.micro_batch_size,
+        dtype=r.model.dtype,
+    )
+
+
+def check_parity(s: Settings) -> None:
+    """Settings the TRL side cannot mirror would make the comparison meaningless: refuse."""
+    problems = []
+    if s.lr_scheduler != "constant":
+        problems.append(f"train.lr_scheduler={s.lr_scheduler} (benchmark maps only 'constant')")
+    if s.advantage != "grpo":
+        problems.append(f"grpo.advantage={s.advantage} (TRL computes GRPO advantages)")
+    if s.micro_batch_size < s.completions_per_step:
+        problems.append(
+            f"train.micro_batch_size={s.micro_batch_size} < G·P={s.completions_per_step} "
+            "(TRL runs the step as one batch)"
+        )
+    if s.dtype != "float32":
+        problems.append(f"model.dtype={s.dtype} (CPU benchmark runs fp32)")
+    if problems:
+        raise SystemExit("error: settings TRL cannot mirror: " + "; ".join(problems))
+
+
+def prompt_order(num_rows: int, seed: int, count: int) -> list[int]:
+    """The row indices telos's PromptSampler draws, in order. TRL gets its dataset in this order
+    with shuffling off, so step k sees the same 16 prompts on both sides."""
+    from trainers.rollout_batch import PromptSampler
+
+    return PromptSampler(num_rows, seed).take(count)
+
+
+# ------------------------------------------------------------------------------ telos
+
+
+def run_telos(s: Settings, seed: int, steps: int, prompt_tokens: list[int], workdir: Path) -> dict[str, Any]:
+    from telos.tracking import read_metrics
+    from trainers.rl import train_rl
+    from trainers.run import load_recipe
+
+    out_dir = workdir / f"telos-seed{seed}"
+    recipe, raw = load_recipe(s.recipe, telos_overrides(s.model, steps, seed, str(out_dir)))
+    t0 = time.perf_counter()
+    train_rl(recipe, raw)
+    wall = time.perf_counter() - t0
+    rows = [m for m in read_metrics(out_dir / "metrics.jsonl") if "step_time" in m]
+    if len(rows) != steps:
+        raise RuntimeError(f"telos logged {len(rows)} steps, expected {steps}")
+    cumulative = [int(m["generated_tokens"]) for m in rows]
+    generated = [c - p for c, p in zip(cumulative, [0, *cumulative[:-1]], strict=True)]
+    return {
+        "step_seconds": [float(m["step_time"]) for m in rows],
+        "generated_tokens": generated,
+        "prompt_tokens": prompt_tokens,
+        "reward_mean": [float(m["reward_mean"]) for m in rows],
+        "completion_length_mean": [float(m["completion_length_mean"]) for m in rows],
+        "wall_seconds_incl_setup": wall,
+    }
+
+
+# ------------------------------------------------------------------------------ TRL
+
+
+def trl_config(s: Settings, steps: int, seed: int, output_dir: str):
+    """TRL's GRPOConfig with the recipe's settings; one optimizer step = P prompts × G answers,
+    generated as one batch and trained as one batch (no gradient accumulation)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=output_dir,
+        # batch shape: one generation batch = one optimizer step = G·P completions
+        per_device_train_batch_size=s.completions_per_step,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_generations=s.num_generations,
+        shuffle_dataset=False,  # the dataset is already in telos's sampling order
+        max_steps=steps,
+        # generation
+        use_vllm=False,
+        max_completion_length=s.max_completion_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=None,
+        repetition_penalty=1.0,
+        # GRPO
+        beta=s.beta,
+        num_iterations=s.num_iterations,
+        epsilon=s.epsilon,
+        epsilon_high=s.epsilon_high,
+        loss_type=s.loss_type,
+        scale_rewards=s.scale_rewards,
+        mask_truncated_completions=False,
+        # optimiser: torch AdamW, constant lr, no warm-up, the same clipping (telos: torch.optim.AdamW)
+        learning_rate=s.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        optim="adamw_torch",
+        # precision / device: fp32 on CPU; GRPOConfig defaults gradient checkpointing on, telos off
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        # bookkeeping
+        seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        log_completions=False,
+        include_num_input_tokens_seen="no",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def run_trl(s: Settings, seed: int, steps: int, rows: list[dict], order: list[int], workdir: Path) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    from envs.math.prompts import format_prompt
+    from rewards.functions import resolve_reward_function
+    from telos.models import load_model, load_tokenizer
+
+    class StepRecorder(TrainerCallback):
+        """Wall time of each optimizer step (generation + scoring + update) and TRL's step logs."""
+
+        def __init__(self) -> None:
+            self.step_seconds: list[float] = []
+            self.logs: list[dict] = []
+            self._t0: float | None = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_seconds.append(time.perf_counter() - self._t0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                self.logs.append(dict(logs))
+
+    t0 = time.perf_counter()
+    dataset = Dataset.from_list(
+        [{"prompt": format_prompt(rows[i], s.template), "answer": rows[i]["answer"]} for i in order]
+    )
+    model = load_model(s.model, s.dtype)
+    tokenizer = load_tokenizer(s.model)
+    recorder = StepRecorder()
+    out_dir = workdir / f"trl-seed{seed}"
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[resolve_reward_function(s.reward)],
+        args=trl_config(s, steps, seed, str(out_dir)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[recorder],
+    )
+    trainer.train()
+    wall = time.perf_counter() - t0
+    logs = recorder.logs
+    if len(logs) != steps or len(recorder.step_seconds) != steps:
+        raise RuntimeError(f"TRL logged {len(logs)} steps / timed {len(recorder.step_seconds)}, expected {steps}")
+    n = s.completions_per_step
+    generated = [round(lg["completions/mean_length"] * n) for lg in logs]
+    seen = [int(lg["num_tokens"]) for lg in logs]  # cumulative prompt + completion tokens
+    prompt_tokens = [c - p - g for c, p, g in zip(seen, [0, *seen[:-1]], generated, strict=True)]
+    result = {
+        "step_seconds": recorder.step_seconds,
+        "generated_tokens": generated,
+        "prompt_tokens": prompt_tokens,
+        "reward_mean": [float(lg["reward"]) for lg in logs],
+        "completion_length_mean": [float(lg["completions/mean_length"]) for lg in logs],
+        "wall_seconds_incl_setup": wall,
+    }
+    del trainer, model
+    gc.collect()
+    return result
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def run_stats(run: dict, num_params: int, peak: float, window: int) -> dict[str, Any]:
+    secs, gen, prm = run["step_seconds"], run["generated_tokens"], run["prompt_tokens"]
+    total_s, total_gen = sum(secs), sum(gen)
+    flops = sum(training_flops(num_params, g, p + g) for g, p in zip(gen, prm, strict=True))
+    later = secs[1:] or secs  # the first step of a run pays one-time costs (lazy init, caches)
+    return {
+        "train_seconds": total_s,
+        "generated_tokens": total_gen,
+        "prompt_tokens": sum(prm),
+        "tokens_per_s": total_gen / total_s,
+        "tokens_per_s_excl_first_step": (sum(gen[1:]) or total_gen) / sum(later),
+        "seconds_per_step": total_s / len(secs),
+        "final_reward_mean": sum(run["reward_mean"][-window:]) / len(run["reward_mean"][-window:]),
+        "flops": flops,
+        "mfu": mfu(flops, total_s, peak),
+        **run,
+    }
+
+
+def side_summary(runs: list[dict], peak: float) -> dict[str, Any]:
+    total_s = sum(r["train_seconds"] for r in runs)
+    total_gen = sum(r["generated_tokens"] for r in runs)
+    flops = sum(r["flops"] for r in runs)
+    return {
+        "tokens_per_s": total_gen / total_s,
+        "tokens_per_s_per_repeat": summarize([r["tokens_per_s"] for r in runs]),
+        "final_reward_mean": sum(r["final_reward_mean"] for r in runs) / len(runs),
+        "train_seconds": total_s,
+        "generated_tokens": total_gen,
+        "flops": flops,
+        "mfu": mfu(flops, total_s, peak),
+        "mean_completion_length": sum(sum(r["completion_length_mean"]) for r in runs)
+        / sum(len(r["completion_length_mean"]) for r in runs),
+    }
+
+
+def resolve_model(spec: str) -> str:
+    if spec.startswith("tiny:"):
+        from trainers.tiny import resolve_tiny
+
+        return resolve_tiny(spec)
+    if not (Path(spec) / "config.json").exists():
+        raise SystemExit(f"error: --model {spec}: not a model directory (no config.json)")
+    return str(Path(spec).resolve())
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    import torch
+
+    from envs.math.prompts import format_prompt
+    from envs.math.sources import load_rows
+    from telos.models import count_parameters, load_model, load_tokenizer
+
+    recipe_path = str(Path(args.recipe) if Path(args.recipe).is_absolute() else REPO_ROOT / args.recipe)
+    model_dir = resolve_model(args.model)
+    s = load_settings(recipe_path, model_dir)
+    check_parity(s)
+    window = args.final_window or max(1, args.steps // 4)
+    window = min(window, args.steps)
+    num_params = count_parameters(load_model(model_dir, s.dtype))
+    tokenizer = load_tokenizer(model_dir)
+    peak_start = measure_matmul_peak(seconds=1.0)
+
+    per_repeat: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="telos-bench-"))
+    try:
+        for rep in range(args.repeats):
+            seed = args.seed + rep
+            rows = load_rows(s.data_train, limit=s.num_train, seed=seed)
+            order = prompt_order(len(rows), seed, args.steps * s.prompts_per_step)
+            P, G = s.prompts_per_step, s.num_generations
+            lengths = [len(ids) for ids in tokenizer([format_prompt(rows[i], s.template) for i in order])["input_ids"]]
+            telos_prompt_tokens = [G * sum(lengths[k * P : (k + 1) * P]) for k in range(args.steps)]
+            sides = ["telos", "trl"] if rep % 2 == 0 else ["trl", "telos"]
+            entry: dict[str, Any] = {"repeat": rep, "seed": seed, "order": sides}
+            for side in sides:
+                print(f"\n=== repeat {rep + 1}/{args.repeats}: {side} (seed {seed}) ===", flush=True)
+                torch.manual_seed(seed)
+                if side == "telos":
+                    run = run_telos(s, seed, args.steps, telos_prompt_tokens, workdir)
+                else:
+                    run = run_trl(s, seed, args.steps, rows, order, workdir)
+                entry[side] = run
+            per_repeat.append(entry)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    peak_end = measure_matmul_peak(seconds=1.0)
+    peak = max(peak_start["flops_per_s"], peak_end["flops_per_s"])
+
+    for entry in per_repeat:
+        for side in ("telos", "trl"):
+            entry[side] = run_stats(entry[side], num_params, peak, window)
+    telos = side_summary([e["telos"] for e in per_repeat], peak)
+    trl = side_summary([e["trl"] for e in per_repeat], peak)
+    result = {
+        "benchmark": "grpo_vs_trl",
+        "telos_tokens_per_s": telos["tokens_per_s"],
+        "trl_tokens_per_s": trl["tokens_per_s"],
+        "ratio": telos["tokens_per_s"] / trl["tokens_per_s"],
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "telos_final_reward_mean": telos["final_reward_mean"],
+        "trl_final_reward_mean": trl["final_reward_mean"],
+        "final_reward_window_steps": window,
+        "telos_mfu": telos["mfu"],
+        "trl_mfu": trl["mfu"],
+        "peak_flops_per_s": peak,
+        "peak_matmul": {"start": peak_start, "end": peak_end},
+        "num_params": num_params,
+        "flops_formula": "2*N*generated_tokens + 6*N*(prompt_tokens + generated_tokens), per step",
+        "telos": telos,
+        "trl": trl,
+        "per_repeat": per_repeat,
+        "settings": {
+            **asdict(s),
+            "completions_per_step": s.completions_per_step,
+            "trl": {
+                k: v
+                for k, v in trl_config(s, args.steps, args.seed, "<tmp>").to_dict().items()
+                if k in TRL_REPORTED_FIELDS
+            },
+            "timing": "sum of per-optimizer-step wall time: generation + scoring + update "
+            "(telos metrics step_time; TRL on_step_begin→on_step_end)",
+            "alternation": "telos first on even repeats, TRL first on odd repeats; fresh run each time",
+        },
+        "machine": machine_info(),
+        "total_wall_seconds": time.perf_counter() - t_start,
+    }
+    out = write_json(args.out if Path(args.out).is_absolute() else Path.cwd() / args.out, result)
+    print_summary(result, out)
+    return result
+
+
+TRL_REPORTED_FIELDS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "generation_batch_size",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "top_k",
+    "use_vllm",
+    "beta",
+    "num_iterations",
+    "epsilon",
+    "epsilon_high",
+    "loss_type",
+    "scale_rewards",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "optim",
+    "bf16",
+    "fp16",
+    "use_cpu",
+    "gradient_checkpointing",
+    "shuffle_dataset",
+    "mask_truncated_completions",
+)
+
+
+def print_summary(result: dict[str, Any], out: Path) -> None:
+    rows = []
+    for name in ("telos", "trl"):
+        side = result[name]
+        rep = side["tokens_per_s_per_repeat"]
+        rows.append(
+            [
+                name,
+                side["tokens_per_s"],
+                f"{rep['min']:.4g}–{rep['max']:.4g}",
+                side["train_seconds"] / (result["steps"] * result["repeats"]),
+                side["final_reward_mean"],
+                side["mean_completion_length"],
+                f"{100 * side['mfu']:.3f}%",
+            ]
+        )
+    print()
+    print(
+        format_table(
+            ["system", "tokens/s", "per repeat", "s/step", "final reward", "mean len", "MFU"],
+            rows,
+        )
+    )
+    print(
+        f"\nratio telos/TRL: {result['ratio']:.2f}×  ({result['steps']} steps × {result['repeats']} repeats "
+        f"per side; peak {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s fp32; "
+        f"{result['num_params'] / 1e6:.2f}M params)"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Shared fixtures: an isolated cache, a tiny SFT model built once (no downloads), small
+recipes derived from ``recipes/math/grpo_tiny.yaml``, and the environment for ``telos``
+subprocesses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(REPO / ".venv" / "bin")
+TELOS = str(VENV_BIN / "telos") if (VENV_BIN / "telos").exists() else "telos"
+BASE_RECIPE = REPO / "recipes" / "math" / "grpo_tiny.yaml"
+
+# A dense reward next to the sparse verifier: the tiny model (40 SFT steps) is rarely right, so
+# with ``numeric`` alone most groups are flat, gradients are zero and a weight comparison between
+# two runs would prove nothing. Length varies inside every group, so every step moves the weights.
+DENSE_REWARD = """
+def length_reward(prompts, completions, **columns):
+    return [min(len(c), 40) / 40.0 for c in completions]
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def telos_cache(tmp_path_factory) -> Path:
+    """Point ``TELOS_CACHE`` at a temporary directory so no test writes to ~/.cache/telos
+    (subprocesses inherit it)."""
+    cache = tmp_path_factory.mktemp("telos-cache")
+    before = os.environ.get("TELOS_CACHE")
+    os.environ["TELOS_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("TELOS_CACHE", None)
+    else:
+        os.environ["TELOS_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM + tokenizer, SFT-warmed for 40 steps on procedural arithmetic, built
+    locally once per session (~1 min on 2 cores)."""
+    from trainers.sft import SFTConfig
+    from trainers.tiny import TinyTaskConfig, build_sft_model
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    # 2 OpenMP threads spin-waiting on a shared 2-core box are much slower than 1 for this size
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_sft_model(TinyTaskConfig(num_train=1000, sft=SFTConfig(steps=40, batch_size=16)), out)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> dict[str, str]:
+    """Environment for ``telos`` / ``accelerate`` subprocesses: one OpenMP thread per process,
+    the repository importable, no stray tracebacks hidden by TELOS_DEBUG."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    env.pop("TELOS_DEBUG", None)
+    return env
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+@pytest.fixture(scope="session")
+def write_recipe(tiny_model_dir, tmp_path_factory) -> Callable[..., Path]:
+    """``write_recipe(directory, **{"dotted.key": value})`` → path of a small GRPO recipe.
+
+    Starts from ``recipes/math/grpo_tiny.yaml`` and shrinks it to seconds per step on a CPU:
+    the session's tiny model, 4 prompts x 4 answers, 24 new tokens, a checkpoint every step,
+    no mid-run evaluation, output under ``directory/run``. Keyword overrides win (pass dotted
+    keys through ``**{...}``).
+    """
+    reward_file = tmp_path_factory.mktemp("rewards") / "dense_reward.py"
+    reward_file.write_text(DENSE_REWARD)
+
+    def write(directory: Path, name: str = "recipe.yaml", **overrides) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = yaml.safe_load(BASE_RECIPE.read_text())
+        defaults = {
+            "name": "test-run",
+            "output_dir": str(directory / "run"),
+            "model.name_or_path": str(tiny_model_dir),
+            "data.train": "procedural:arith?n=200&max_value=30",
+            "data.num_test": 8,
+            "rewards": [
+                {"name": "numeric", "weight": 1.0},
+                {"name": f"{reward_file}:length_reward", "weight": 0.5},
+            ],
+            "sampling.num_generations": 4,
+            "sampling.max_tokens": 24,
+            "train.steps": 3,
+            "train.prompts_per_step": 4,
+            "train.micro_batch_size": 16,
+            "train.save_every": 1,
+            "train.eval_every": 0,
+        }
+        for key, value in {**defaults, **overrides}.items():
+            _set_dotted(data, key, value)
+        path = directory / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model_dir/model.safetensors`` (as written by ``save_pretrained``)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def weights_of() -> Callable[[Path], dict[str, torch.Tensor]]:
+    return load_weights
+
+
+@pytest.fixture(scope="session")
+def assert_same_weights() -> Callable[..., None]:
+    """``assert_same_weights(a, b, atol=1e-5)`` on two state dicts, naming the worst tensor."""
+
+    def check(a: dict, b: dict, atol: float = 1e-5, what: str = "weights") -> None:
+        assert sorted(a) == sorted(b), f"{what}: different tensor names"
+        worst, worst_key = 0.0, None
+        for k in a:
+            diff = (a[k].float() - b[k].float()).abs().max().item() if a[k].numel() else 0.0
+            if diff > worst:
+                worst, worst_key = diff, k
+        assert worst <= atol, f"{what} differ: max |a-b| = {worst:.3g} in {worst_key!r} (atol {atol})"
+
+    return check
