@@ -149,7 +149,7 @@ def machine_info(packages: Sequence[str] = ("torch", "transformers", "accelerate
     if hasattr(os, "sched_getaffinity"):
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     if hasattr(os, "getloadavg"):
-        info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
     for p in packages:
         info[f"{p}_version"] = package_version(p)
     return info

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import shutil
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps averaged for the final reward (default: the last quarter, at least 1)",
     )
     p.add_argument("--recipe", default=RECIPE, help="GRPO recipe whose settings both sides use")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats must be ≥ 1")
@@ -144,7 +146,9 @@ def load_settings(recipe_path: str, model_dir: str) -> Settings:
     recipe, _ = load_recipe(recipe_path, telos_overrides(model_dir, 1, 0, tempfile.gettempdir()))
     r = recipe
     if len(r.rewards) != 1:
-        raise SystemExit(f"error: the benchmark compares one reward function; {recipe_path} has {len(r.rewards)}")
+        raise SystemExit(
+            f"error: the benchmark compares one reward function; {recipe_path} has {len(r.rewards)}"
+        )
     if r.data.chat:
         raise SystemExit("error: the benchmark feeds TRL plain-text prompts; set data.chat: false")
     return Settings(
@@ -337,7 +341,9 @@ def run_trl(s: Settings, seed: int, steps: int, rows: list[dict], order: list[in
     wall = time.perf_counter() - t0
     logs = recorder.logs
     if len(logs) != steps or len(recorder.step_seconds) != steps:
-        raise RuntimeError(f"TRL logged {len(logs)} steps / timed {len(recorder.step_seconds)}, expected {steps}")
+        raise RuntimeError(
+            f"TRL logged {len(logs)} steps / timed {len(recorder.step_seconds)}, expected {steps}"
+        )
     n = s.completions_per_step
     generated = [round(lg["completions/mean_length"] * n) for lg in logs]
     seen = [int(lg["num_tokens"]) for lg in logs]  # cumulative prompt + completion tokens
@@ -373,11 +379,12 @@ def run_stats(run: dict, num_params: int, peak: float, window: int) -> dict[str,
         "final_reward_mean": sum(run["reward_mean"][-window:]) / len(run["reward_mean"][-window:]),
         "flops": flops,
         "mfu": mfu(flops, total_s, peak),
-        **run,
+        "wall_seconds_incl_setup": run["wall_seconds_incl_setup"],
+        "per_step": {k: v for k, v in run.items() if isinstance(v, list)},
     }
 
 
-def side_summary(runs: list[dict], peak: float) -> dict[str, Any]:
+def side_summary(runs: list[dict], peak: float, completions_per_step: int) -> dict[str, Any]:
     total_s = sum(r["train_seconds"] for r in runs)
     total_gen = sum(r["generated_tokens"] for r in runs)
     flops = sum(r["flops"] for r in runs)
@@ -389,8 +396,9 @@ def side_summary(runs: list[dict], peak: float) -> dict[str, Any]:
         "generated_tokens": total_gen,
         "flops": flops,
         "mfu": mfu(flops, total_s, peak),
-        "mean_completion_length": sum(sum(r["completion_length_mean"]) for r in runs)
-        / sum(len(r["completion_length_mean"]) for r in runs),
+        "mean_completion_length": sum(r["generated_tokens"] for r in runs)
+        / sum(len(r["per_step"]["generated_tokens"]) for r in runs)
+        / completions_per_step,
     }
 
 
@@ -409,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from envs.math.prompts import format_prompt
     from envs.math.sources import load_rows
     from telos.models import count_parameters, load_model, load_tokenizer
@@ -421,6 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     window = min(window, args.steps)
     num_params = count_parameters(load_model(model_dir, s.dtype))
     tokenizer = load_tokenizer(model_dir)
+    machine = machine_info()  # load average at the start; the end's is added below
     peak_start = measure_matmul_peak(seconds=1.0)
 
     per_repeat: list[dict[str, Any]] = []
@@ -431,7 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows = load_rows(s.data_train, limit=s.num_train, seed=seed)
             order = prompt_order(len(rows), seed, args.steps * s.prompts_per_step)
             P, G = s.prompts_per_step, s.num_generations
-            lengths = [len(ids) for ids in tokenizer([format_prompt(rows[i], s.template) for i in order])["input_ids"]]
+            lengths = [
+                len(ids)
+                for ids in tokenizer([format_prompt(rows[i], s.template) for i in order])["input_ids"]
+            ]
             telos_prompt_tokens = [G * sum(lengths[k * P : (k + 1) * P]) for k in range(args.steps)]
             sides = ["telos", "trl"] if rep % 2 == 0 else ["trl", "telos"]
             entry: dict[str, Any] = {"repeat": rep, "seed": seed, "order": sides}
@@ -452,8 +466,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for entry in per_repeat:
         for side in ("telos", "trl"):
             entry[side] = run_stats(entry[side], num_params, peak, window)
-    telos = side_summary([e["telos"] for e in per_repeat], peak)
-    trl = side_summary([e["trl"] for e in per_repeat], peak)
+    telos = side_summary([e["telos"] for e in per_repeat], peak, s.completions_per_step)
+    trl = side_summary([e["trl"] for e in per_repeat], peak, s.completions_per_step)
     result = {
         "benchmark": "grpo_vs_trl",
         "telos_tokens_per_s": telos["tokens_per_s"],
@@ -485,7 +499,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "(telos metrics step_time; TRL on_step_begin→on_step_end)",
             "alternation": "telos first on even repeats, TRL first on odd repeats; fresh run each time",
         },
-        "machine": machine_info(),
+        "machine": {**machine, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "total_wall_seconds": time.perf_counter() - t_start,
     }
     out = write_json(args.out if Path(args.out).is_absolute() else Path.cwd() / args.out, result)

@@ -1,6 +1,10 @@
 """Two-process DDP on CPU through ``accelerate launch``: the ranks end with identical weights,
 rank 0's ``final/`` is that model, and the run reports world_size 2.
 
+Launched with ``--multi_gpu --num_processes 2`` and no GPU visible, which accelerate turns into
+two gloo (MULTI_CPU) processes. ``--cpu --num_processes 2`` does NOT: accelerate 1.x's simple
+launcher then starts a single process (multi-CPU needs MPI there), silently.
+
 A small driver runs the real CLI (``telos.cli.main(["train", RECIPE])``) under ``accelerate
 launch``, with ``trainers.rl.train_rl`` wrapped to also save each rank's own state dict:
 the trainer itself only saves rank 0's model, so without this the ranks cannot be compared.
@@ -72,19 +76,16 @@ def test_ddp_two_processes_identical_weights(
     run_dir = tmp_path / "run"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    launcher = [str(ACCELERATE)] if ACCELERATE.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd = [
-        *launcher,
-        *([] if ACCELERATE.exists() else []),
-    ]
     if ACCELERATE.exists():
-        cmd.append("launch")
+        cmd = [str(ACCELERATE), "launch"]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     cmd += [
         "--num_processes",
         "2",
         "--num_machines",
         "1",
-        "--cpu",
+        "--multi_gpu",  # with no GPU visible this is gloo DDP on CPU; `--cpu` would run ONE process
         "--mixed_precision",
         "no",
         "--dynamo_backend",
@@ -95,7 +96,8 @@ def test_ddp_two_processes_identical_weights(
         str(recipe),
         str(tmp_path),
     ]
-    proc = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=1200, cwd=REPO)
+    env = {**subprocess_env, "CUDA_VISIBLE_DEVICES": ""}  # CPU DDP even on a GPU box
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, f"accelerate launch failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

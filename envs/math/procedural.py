@@ -34,9 +34,11 @@ def arith_problem(
     min_ops: int = 2,
     max_ops: int = 3,
     max_value: int = 99,
+    max_operand: int | None = None,
     direct_frac: float = 0.0,
 ) -> dict:
-    """A word problem of ``min_ops..max_ops`` additions/subtractions on numbers ≤ max_value.
+    """A word problem: a start value ≤ ``max_value``, then ``min_ops..max_ops`` additions or
+    subtractions of numbers ≤ ``max_operand`` (default ``max_value``); never below zero.
 
     With probability ``direct_frac`` the solution states only the answer (``#### n``) instead
     of working it step by step: a harder habit for a small model, which RL can unlearn.
@@ -48,12 +50,12 @@ def arith_problem(
     steps = []
     for _ in range(rng.randint(min_ops, max_ops)):
         if value > 1 and rng.random() < 0.5:
-            n = rng.randint(1, value - 1)
+            n = rng.randint(1, min(value - 1, max_operand or max_value))
             sentences.append(rng.choice(_SUB).format(p=pronoun, n=n))
             steps.append(f"{value}-{n}={value - n}")
             value -= n
         else:
-            n = rng.randint(1, max_value)
+            n = rng.randint(1, max_operand or max_value)
             sentences.append(rng.choice(_ADD).format(p=pronoun, n=n))
             steps.append(f"{value}+{n}={value + n}")
             value += n
