@@ -32,6 +32,8 @@ def choices_field(default: Any, choices: typing.Callable[[], list[str]]) -> Any:
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"recipe {path} is a directory; give a recipe YAML file")
     if not p.is_file():
         raise UserError(f"recipe not found: {path}")
     try:
@@ -89,6 +91,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: report X's own error, which names the inner key
+            return _convert(value, options[0], key)
         for arg in args:
             if arg is type(None):
                 continue

@@ -266,7 +266,7 @@ def progress(iterable_or_total: Iterable | int | None, description: str = "worki
 # ------------------------------------------------------------------------------ trackers
 
 
-def _normalize_report_to(report_to: str | Sequence[str] | None) -> list[str]:
+def normalize_report_to(report_to: str | Sequence[str] | None) -> list[str]:
     if report_to is None:
         return []
     names = [report_to] if isinstance(report_to, str) else list(report_to)
@@ -408,7 +408,7 @@ class Tracker:
         progress_keys: Sequence[str] = (),
         description: str = "train",
     ) -> None:
-        names = _normalize_report_to(report_to)  # validated on every rank: no side effects
+        names = normalize_report_to(report_to)  # validated on every rank: no side effects
         self.enabled = enabled
         self._closed = not enabled
         if not enabled:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
+from envs.math.sources import load_rows
+from telos.checkpoint import resolve_resume
 from telos.config import apply_overrides, from_dict, load_yaml
 from telos.errors import UserError
+from telos.tracking import normalize_report_to
 from trainers.recipe import RECIPES
+from trainers.tiny import TINY_TASKS
 
 
 def _trainers() -> dict[str, Callable]:
@@ -52,7 +57,35 @@ def _check_semantics(recipe) -> None:
         raise UserError(
             f"'data.template' is {t!r}; valid: {', '.join(TEMPLATES)} or a string containing {{prompt}}"
         )
+    _check_model(recipe.model.name_or_path)
+    for key in ("train", "test"):
+        spec = getattr(recipe.data, key)
+        if spec is not None and spec.startswith("procedural:"):
+            try:
+                _check_procedural(spec)
+            except UserError as e:
+                raise UserError(f"'data.{key}': {e}") from None
+    try:
+        normalize_report_to(recipe.report_to)
+    except UserError as e:
+        raise UserError(f"'report_to': {e}") from None
+    try:
+        resolve_resume(recipe.resume, Path(recipe.run_dir))
+    except UserError as e:
+        raise UserError(f"'resume': {e}") from None
+    non_negative = {
+        "train.eval_every": recipe.train.eval_every,
+        "train.warmup_steps": recipe.train.warmup_steps,
+        "data.num_test": recipe.data.num_test,
+        "sampling.top_k": recipe.sampling.top_k,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"'{key}' must be ≥ 0, got {value}")
+    if not 0.0 < recipe.sampling.top_p <= 1.0:
+        raise UserError(f"'sampling.top_p' must be in (0, 1], got {recipe.sampling.top_p}")
     positive = {
+        "train.keep_last": recipe.train.keep_last,
         "train.steps": recipe.train.steps,
         "train.prompts_per_step": recipe.train.prompts_per_step,
         "train.micro_batch_size": recipe.train.micro_batch_size,
@@ -72,6 +105,34 @@ def _check_semantics(recipe) -> None:
         raise UserError(
             f"'engine.backend' {recipe.engine.backend!r} is not available in this build; valid: hf"
         )
+
+
+def _check_model(name: str) -> None:
+    if name.startswith("tiny:"):
+        task = name.split(":", 1)[1]
+        if task not in TINY_TASKS:
+            raise UserError(
+                f"'model.name_or_path' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
+            )
+
+
+def _check_procedural(spec: str) -> None:
+    """Generate one row with the spec's settings: catches unknown generators and options
+    (and bad values such as n=abc) before any model is loaded."""
+    from envs.math.procedural import PROCEDURAL_TASKS
+    from envs.math.sources import parse_spec
+
+    parsed = parse_spec(spec)
+    PROCEDURAL_TASKS.get(parsed.name)
+    params = dict(parsed.params)
+    n = params.pop("n", "1")
+    if not str(n).isdigit():
+        raise UserError(f"n must be a non-negative integer, got {n!r}")
+    load_rows(f"procedural:{parsed.name}:{parsed.split or 'train'}" + _query({**params, "n": 1}))
+
+
+def _query(params: dict) -> str:
+    return "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
 
 
 def check_command(args: argparse.Namespace) -> int:

@@ -31,6 +31,9 @@ class TinyTaskConfig:
     sft_direct_frac: float = 0.0  # share of SFT solutions that skip the worked steps
 
 
+TINY_TASKS = ("arith",)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TELOS_CACHE", Path.home() / ".cache" / "telos"))
 
@@ -66,8 +69,10 @@ def resolve_tiny(spec: str, is_main: bool = True, wait: Callable[[], None] = lam
     Only the main process builds; the others ``wait`` (a barrier) and then read it."""
     task = spec.split(":", 1)[1] or "arith"
     cfg = TinyTaskConfig(task=task)
-    if task != "arith":
-        raise UserError(f"model {spec!r}: tiny models exist for tasks: arith")
+    if task not in TINY_TASKS:
+        raise UserError(
+            f"model {spec!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
+        )
     key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     out = cache_dir() / f"tiny-{task}-{key}"
     if is_main and not (out / "config.json").exists():
