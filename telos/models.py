@@ -81,8 +81,16 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    quiet_transformers()
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def quiet_transformers() -> None:
+    """Transformers' per-load/per-save progress bars drown the run's own progress output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _is_local(name_or_path: str) -> bool:
@@ -114,6 +122,7 @@ def load_model(name_or_path: str, dtype: str = "float32", lora: LoraConfig | Non
     from transformers import AutoModelForCausalLM
 
     check_model_path(name_or_path)
+    quiet_transformers()
     if dtype not in DTYPES:
         raise UserError(f"model.dtype {dtype!r} is not valid; valid: {', '.join(DTYPES)}")
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])

@@ -92,6 +92,7 @@ class TrainSection:
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 0  # 0 = only at the end
+    eval_before_training: bool = False  # greedy eval of the starting model, logged at step 0
 
 
 @dataclass

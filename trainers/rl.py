@@ -240,6 +240,9 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         description=f"{r.trainer} {r.name}",
     )
     generated = state.get("generated_tokens", 0)
+    if r.train.eval_before_training and state["step"] == 0:
+        state["initial_eval_accuracy"] = evaluate_greedy(ctx)
+        tracker.log(0, {"eval_accuracy": state["initial_eval_accuracy"]})
     start = time.perf_counter()
     for step in range(state["step"] + 1, r.train.steps + 1):
         t0 = time.perf_counter()
@@ -268,7 +271,12 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
                 model=acc.unwrap_model(ctx.model),
                 optimizer=ctx.optimizer,
                 scheduler=ctx.scheduler,
-                trainer_state={"step": step, "cursor": sampler.cursor, "generated_tokens": generated},
+                trainer_state={
+                    **state,
+                    "step": step,
+                    "cursor": sampler.cursor,
+                    "generated_tokens": generated,
+                },
                 tokenizer=ctx.tokenizer,
                 rank=acc.process_index,
                 world_size=acc.num_processes,
@@ -276,5 +284,7 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
                 keep_last=r.train.keep_last,
             )
     tracker.close()
-    summary = finish_run(ctx, train_seconds=time.perf_counter() - start)
+    summary = finish_run(
+        ctx, train_seconds=time.perf_counter() - start, initial_eval=state.get("initial_eval_accuracy")
+    )
     return (summary, ctx) if return_context else summary

@@ -4,6 +4,8 @@ optimizer and schedule; the final save, evaluation, summary and plots."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,10 +73,29 @@ def make_scheduler(optimizer, kind: str, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def warn_single_process_cpu_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` starts ONE process (accelerate runs
+    multi-CPU jobs only through MPI). Say so instead of silently training on one rank."""
+    if os.environ.get("ACCELERATE_USE_CPU") != "True" or "WORLD_SIZE" in os.environ:
+        return
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return
+    for flag in ("--num_processes", "--num-processes"):
+        if flag in argv[:-1] and argv[argv.index(flag) + 1].isdigit() and int(argv[argv.index(flag) + 1]) > 1:
+            print(
+                "warning: `accelerate launch --cpu` starts a single process; for data-parallel CPU "
+                "training use `accelerate launch --multi_gpu --num_processes N -m telos train ...`",
+                file=sys.stderr,
+            )
+
+
 def setup_run(recipe: RLRecipe) -> RunContext:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    warn_single_process_cpu_launch()
     acc = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(recipe.train.seed)  # same init on every rank; sampling seeds differ per rank
     name = recipe.model.name_or_path
@@ -152,7 +173,7 @@ def evaluate_greedy(ctx: RunContext) -> float:
     return sum(1.0 for s in scores if s is not None and s > 0) / len(rows)
 
 
-def finish_run(ctx: RunContext, train_seconds: float) -> dict:
+def finish_run(ctx: RunContext, train_seconds: float, initial_eval: float | None = None) -> dict:
     """Save ``final/``, evaluate, write summary.json and plots (main process)."""
     acc = ctx.accelerator
     run_dir = Path(ctx.recipe.run_dir)
@@ -168,6 +189,7 @@ def finish_run(ctx: RunContext, train_seconds: float) -> dict:
             "name": ctx.recipe.name,
             "trainer": ctx.recipe.trainer,
             "steps": last.get("step", 0),
+            "initial_eval_accuracy": initial_eval,
             "eval_accuracy": eval_acc,
             "num_test": len(ctx.test_rows),
             "final_reward_mean": last.get("reward_mean"),
