@@ -116,6 +116,10 @@ def write_recipe(tiny_model_dir, tmp_path_factory) -> Callable[..., Path]:
             "train.micro_batch_size": 16,
             "train.save_every": 1,
             "train.eval_every": 0,
+            # a few steps must visibly move the weights (the tiny recipe's lr is for 40 steps)
+            "train.lr": 1e-3,
+            "train.lr_scheduler": "constant",
+            "train.warmup_steps": 0,
         }
         for key, value in {**defaults, **overrides}.items():
             _set_dotted(data, key, value)

@@ -30,11 +30,12 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
         valid = sorted(p.name.removesuffix("_tiny.yaml") for p in RECIPE_DIR.glob("*_tiny.yaml"))
         raise UserError(f"--algo {algo!r} has no recipe {path.name}; valid: {', '.join(valid)}")
     raw = load_yaml(path)
-    raw["model"]["name_or_path"] = str(out / "sft")
     raw["output_dir"] = str(out / algo)
     raw["name"] = f"quickstart-{algo}"
     raw.setdefault("train", {})["seed"] = seed
-    recipe = from_dict(RECIPES[raw["trainer"]], raw)
+    recipe = from_dict(RECIPES[raw["trainer"]], raw)  # validated as written (tiny:arith) ...
+    # ... then pointed at the SFT model this quickstart is about to build
+    recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
     if scale != 1.0:  # tests run the same pipeline smaller
         t = recipe.train
         recipe.train = replace(

@@ -261,8 +261,8 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
             "tokens_per_s": tokens / dt,
         }
         metrics["generated_tokens"] = generated
-        if r.train.eval_every and step % r.train.eval_every == 0 and step != r.train.steps:
-            metrics["eval_accuracy"] = evaluate_greedy(ctx)
+        if step == r.train.steps or (r.train.eval_every and step % r.train.eval_every == 0):
+            metrics["eval_accuracy"] = state["final_eval_accuracy"] = evaluate_greedy(ctx)
         tracker.log(step, metrics)
         if step % r.train.save_every == 0 or step == r.train.steps:
             save_checkpoint(
@@ -285,6 +285,9 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
             )
     tracker.close()
     summary = finish_run(
-        ctx, train_seconds=time.perf_counter() - start, initial_eval=state.get("initial_eval_accuracy")
+        ctx,
+        train_seconds=time.perf_counter() - start,
+        initial_eval=state.get("initial_eval_accuracy"),
+        final_eval=state.get("final_eval_accuracy"),
     )
     return (summary, ctx) if return_context else summary

@@ -173,11 +173,14 @@ def evaluate_greedy(ctx: RunContext) -> float:
     return sum(1.0 for s in scores if s is not None and s > 0) / len(rows)
 
 
-def finish_run(ctx: RunContext, train_seconds: float, initial_eval: float | None = None) -> dict:
-    """Save ``final/``, evaluate, write summary.json and plots (main process)."""
+def finish_run(
+    ctx: RunContext, train_seconds: float, initial_eval: float | None = None, final_eval: float | None = None
+) -> dict:
+    """Save ``final/``, write summary.json and plots (main process); evaluates only if the
+    loop did not already evaluate the final weights."""
     acc = ctx.accelerator
     run_dir = Path(ctx.recipe.run_dir)
-    eval_acc = evaluate_greedy(ctx)
+    eval_acc = final_eval if final_eval is not None else evaluate_greedy(ctx)
     summary = {}
     if acc.is_main_process:
         final = run_dir / "final"
