@@ -21,7 +21,6 @@ At R = 1 (one optimizer step per rollout) the gradients are exactly those of the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,7 +52,12 @@ class NFTConfig:
             raise UserError(f"nft omega {self.omega!r} is not valid; valid: {', '.join(OMEGAS)}")
         if self.level not in LEVELS:
             raise UserError(f"nft level {self.level!r} is not valid; valid: {', '.join(LEVELS)}")
-        lo, hi = self.p_clamp
+        # the recipe loader does not type-check tuples: a YAML list arrives as a list
+        try:
+            lo, hi = (float(v) for v in self.p_clamp)
+        except (TypeError, ValueError):
+            raise UserError(f"nft p_clamp must be two numbers [lo, hi], got {self.p_clamp!r}") from None
+        self.p_clamp = (lo, hi)
         if not 0.0 < lo <= hi < 1.0:
             raise UserError(f"nft p_clamp must satisfy 0 < lo <= hi < 1, got {self.p_clamp}")
         if self.normalizer <= 0:
@@ -212,5 +216,3 @@ __all__ = [
     "nft_pass_rates",
     "nft_per_sequence_terms",
 ]
-
-_ = math  # math is used in docstrings' worked numbers only in tests; keep the import cheap
