@@ -56,7 +56,9 @@ class LossBatch:
     advantages: Tensor  # [B]  (a [B, T] per-token advantage is accepted too)
     mask: Tensor  # [B, T] float, 1 on trained completion tokens
     ref_logps: Tensor | None = None
-    num_sequences: int = 0  # sequences in the accumulated batch
+    num_sequences: float = (
+        0  # a per-rank average under DDP, so not always whole  # sequences in the accumulated batch
+    )
     num_tokens: float = 0.0  # trained tokens in the accumulated batch
     num_micro_batches: int = 1
     max_completion_length: int = 0
@@ -130,7 +132,7 @@ def _metrics(pt: _PerToken, batch: LossBatch, cfg: PolicyLossConfig) -> dict[str
     return out
 
 
-def _num_sequences(batch: LossBatch) -> int:
+def _num_sequences(batch: LossBatch) -> float:
     return batch.num_sequences if batch.num_sequences > 0 else batch.logps.shape[0]
 
 

@@ -6,6 +6,7 @@ advantage from ``ADVANTAGES``. Read it top to bottom: ``train_rl`` is the whole 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -18,7 +19,7 @@ from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from telos.config import save_yaml, to_dict
 from telos.tracking import Tracker
 from telos.types import SamplingParams
-from trainers.advantages import ADVANTAGES
+from trainers.advantages import ADVANTAGES, zero_std_groups
 from trainers.batching import completion_logps, pack_completions
 from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
 from trainers.recipe import RLRecipe
@@ -120,8 +121,6 @@ def collect_rollout(ctx: RunContext, sampler: PromptSampler, step: int) -> Rollo
 
 
 def _flat_share(rewards: torch.Tensor, group_size: int) -> float:
-    from trainers.advantages import zero_std_groups
-
     return zero_std_groups(rewards, group_size).float().mean().item()
 
 
@@ -160,7 +159,7 @@ def policy_update(ctx: RunContext, batch: RolloutBatch) -> dict[str, float]:
         for m in range(num_micro):
             idx = list(range(m * mb, min((m + 1) * mb, n_local)))
             sync = m == num_micro - 1
-            ctx_mgr = acc.no_sync(model) if not sync else _nullcontext()
+            ctx_mgr = acc.no_sync(model) if not sync else contextlib.nullcontext()
             with ctx_mgr:
                 if idx:
                     sub = packed.select(idx)
@@ -171,7 +170,7 @@ def policy_update(ctx: RunContext, batch: RolloutBatch) -> dict[str, float]:
                         advantages=batch.advantages[idx],
                         mask=sub.completion_mask,
                         ref_logps=ref_logps[idx] if ref_logps is not None else None,
-                        num_sequences=int(norm_seqs),
+                        num_sequences=norm_seqs,
                         num_tokens=norm_tokens,
                         num_micro_batches=num_micro,
                         max_completion_length=r.sampling.max_tokens,
@@ -196,14 +195,6 @@ def policy_update(ctx: RunContext, batch: RolloutBatch) -> dict[str, float]:
     out["grad_norm"] = grad_norm
     out["lr"] = ctx.scheduler.get_last_lr()[0]
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: bool = False):
