@@ -23,7 +23,6 @@ Measured per side:
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import statistics
@@ -48,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
     training_flops,
     write_json,
 )
+from benchmarks.trl_grpo import run_trl, trl_config  # noqa: E402
 
 set_offline()
 
@@ -237,131 +237,6 @@ def run_telos(s: Settings, seed: int, steps: int, prompt_tokens: list[int], work
         "completion_length_mean": [float(m["completion_length_mean"]) for m in rows],
         "wall_seconds_incl_setup": wall,
     }
-
-
-# ------------------------------------------------------------------------------ TRL
-
-
-def trl_config(s: Settings, steps: int, seed: int, output_dir: str):
-    """TRL's GRPOConfig with the recipe's settings; one optimizer step = P prompts × G answers,
-    generated as one batch and trained as one batch (no gradient accumulation)."""
-    from trl import GRPOConfig
-
-    return GRPOConfig(
-        output_dir=output_dir,
-        # batch shape: one generation batch = one optimizer step = G·P completions
-        per_device_train_batch_size=s.completions_per_step,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
-        num_generations=s.num_generations,
-        shuffle_dataset=False,  # the dataset is already in telos's sampling order
-        max_steps=steps,
-        # generation
-        use_vllm=False,
-        max_completion_length=s.max_completion_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        min_p=None,
-        repetition_penalty=1.0,
-        # GRPO
-        beta=s.beta,
-        num_iterations=s.num_iterations,
-        epsilon=s.epsilon,
-        epsilon_high=s.epsilon_high,
-        loss_type=s.loss_type,
-        scale_rewards=s.scale_rewards,
-        mask_truncated_completions=False,
-        # optimiser: torch AdamW, constant lr, no warm-up, the same clipping (telos: torch.optim.AdamW)
-        learning_rate=s.lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm,
-        optim="adamw_torch",
-        # precision / device: fp32 on CPU; GRPOConfig defaults gradient checkpointing on, telos off
-        bf16=False,
-        fp16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        # bookkeeping
-        seed=seed,
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        log_completions=False,
-        include_num_input_tokens_seen="no",
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-
-
-def run_trl(s: Settings, seed: int, steps: int, rows: list[dict], order: list[int], workdir: Path) -> dict:
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import GRPOTrainer
-
-    from envs.math.prompts import format_prompt
-    from rewards.functions import resolve_reward_function
-    from telos.models import load_model, load_tokenizer
-
-    class StepRecorder(TrainerCallback):
-        """Wall time of each optimizer step (generation + scoring + update) and TRL's step logs."""
-
-        def __init__(self) -> None:
-            self.step_seconds: list[float] = []
-            self.logs: list[dict] = []
-            self._t0: float | None = None
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_seconds.append(time.perf_counter() - self._t0)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "reward" in logs:
-                self.logs.append(dict(logs))
-
-    t0 = time.perf_counter()
-    dataset = Dataset.from_list(
-        [{"prompt": format_prompt(rows[i], s.template), "answer": rows[i]["answer"]} for i in order]
-    )
-    model = load_model(s.model, s.dtype)
-    tokenizer = load_tokenizer(s.model)
-    recorder = StepRecorder()
-    out_dir = workdir / f"trl-seed{seed}"
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[resolve_reward_function(s.reward)],
-        args=trl_config(s, steps, seed, str(out_dir)),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[recorder],
-    )
-    trainer.train()
-    wall = time.perf_counter() - t0
-    logs = recorder.logs
-    if len(logs) != steps or len(recorder.step_seconds) != steps:
-        raise RuntimeError(
-            f"TRL logged {len(logs)} steps / timed {len(recorder.step_seconds)}, expected {steps}"
-        )
-    n = s.completions_per_step
-    generated = [round(lg["completions/mean_length"] * n) for lg in logs]
-    seen = [int(lg["num_tokens"]) for lg in logs]  # cumulative prompt + completion tokens
-    prompt_tokens = [c - p - g for c, p, g in zip(seen, [0, *seen[:-1]], generated, strict=True)]
-    result = {
-        "step_seconds": recorder.step_seconds,
-        "generated_tokens": generated,
-        "prompt_tokens": prompt_tokens,
-        "reward_mean": [float(lg["reward"]) for lg in logs],
-        "completion_length_mean": [float(lg["completions/mean_length"]) for lg in logs],
-        "wall_seconds_incl_setup": wall,
-    }
-    del trainer, model
-    gc.collect()
-    return result
 
 
 # ------------------------------------------------------------------------------ aggregation

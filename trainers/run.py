@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from envs.math.sources import load_rows
@@ -34,6 +35,15 @@ def load_recipe(path: str, overrides: list[str] | None = None):
     return recipe, raw
 
 
+@contextlib.contextmanager
+def _about(key: str) -> Iterator[None]:
+    """Prefix a UserError raised inside with the recipe key it concerns."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"'{key}': {e}") from None
+
+
 def _check_semantics(recipe) -> None:
     """Checks a type system cannot express, still made before any work starts."""
     from envs.math.prompts import TEMPLATES
@@ -41,38 +51,25 @@ def _check_semantics(recipe) -> None:
     from rewards.functions import resolve_reward_function
 
     for i, spec in enumerate(recipe.rewards):
-        try:
+        with _about(f"rewards[{i}].name"):
             resolve_reward_function(spec.name)
-        except UserError as e:
-            raise UserError(f"'rewards[{i}].name': {e}") from None
     for key in ("train", "test"):
         spec = getattr(recipe.data, key)
         if spec is not None:
-            try:
+            with _about(f"data.{key}"):
                 parse_spec(spec)
-            except UserError as e:
-                raise UserError(f"'data.{key}': {e}") from None
+                if spec.startswith("procedural:"):
+                    _check_procedural(spec)
     t = recipe.data.template
     if t not in TEMPLATES and "{prompt}" not in t:
         raise UserError(
             f"'data.template' is {t!r}; valid: {', '.join(TEMPLATES)} or a string containing {{prompt}}"
         )
     _check_model(recipe.model.name_or_path)
-    for key in ("train", "test"):
-        spec = getattr(recipe.data, key)
-        if spec is not None and spec.startswith("procedural:"):
-            try:
-                _check_procedural(spec)
-            except UserError as e:
-                raise UserError(f"'data.{key}': {e}") from None
-    try:
+    with _about("report_to"):
         normalize_report_to(recipe.report_to)
-    except UserError as e:
-        raise UserError(f"'report_to': {e}") from None
-    try:
+    with _about("resume"):
         resolve_resume(recipe.resume, Path(recipe.run_dir))
-    except UserError as e:
-        raise UserError(f"'resume': {e}") from None
     non_negative = {
         "train.eval_every": recipe.train.eval_every,
         "train.warmup_steps": recipe.train.warmup_steps,
