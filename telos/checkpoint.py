@@ -72,6 +72,7 @@ def save_checkpoint(
     world_size: int = 1,
     barrier: Callable[[], None] = _noop,
     keep_last: int | None = 2,
+    extra_writers: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-{step}`` atomically and return its path.
 
@@ -79,7 +80,9 @@ def save_checkpoint(
     ``world_size > 1``). ``model`` is the unwrapped model (a transformers ``PreTrainedModel`` or a
     peft model, whose adapter only is saved). ``optimizer`` / ``scheduler`` may be ``None``.
     ``keep_last``: how many checkpoints to keep (``None`` keeps all); older ones are deleted
-    after the new one is in place.
+    after the new one is in place. ``extra_writers``: ``{name: write(directory)}`` for state
+    beyond the policy (e.g. OREAL's token RM), each written by rank 0 into ``step-N/<name>/``
+    inside the same atomic rename.
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
@@ -108,6 +111,10 @@ def save_checkpoint(
             _write_file(tmp / OPTIMIZER, lambda f: torch.save(optimizer.state_dict(), f))
         if scheduler is not None:
             _write_file(tmp / SCHEDULER, lambda f: torch.save(scheduler.state_dict(), f))
+        for name, write in (extra_writers or {}).items():
+            (tmp / name).mkdir()
+            with _no_hf_progress_bars():
+                write(tmp / name)
         # Written last: its presence marks the directory as a checkpoint.
         _write_file(tmp / TRAINER_STATE, lambda f: f.write(payload))
     barrier()

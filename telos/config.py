@@ -104,6 +104,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise UserError(f"'{key}' must be {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, int | float) and not isinstance(value, bool) and str(value) in allowed:
+            return str(value)  # `omega: 1` in YAML is the number 1; the choice is the string "1"
         if value not in allowed:
             raise UserError(f"'{key}' is {value!r}; valid: {', '.join(map(str, allowed))}")
         return value

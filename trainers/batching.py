@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from telos.types import Completion
 
@@ -71,3 +75,25 @@ def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
     )
     picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
+
+
+def accumulate(
+    acc, model, n_local: int, micro_batch_size: int, loss_of: Callable[[list[int], int], Tensor]
+) -> int:
+    """Forward/backward this rank's ``n_local`` sequences in micro-batches of
+    ``micro_batch_size`` — ``loss_of(indices, num_micro_batches)`` returns each micro-batch's
+    share of the loss — with gradients all-reduced once, on the last backward.
+
+    Every rank runs the same number of micro-batches (the maximum over ranks), so DDP's
+    collectives stay in step; a rank that has run out backpropagates a zero loss.
+    Returns that number of micro-batches.
+    """
+    counts = acc.gather(torch.tensor([float(n_local)], device=acc.device))
+    num_micro = max(1, math.ceil(counts.max().item() / micro_batch_size))
+    for m in range(num_micro):
+        idx = list(range(m * micro_batch_size, min((m + 1) * micro_batch_size, n_local)))
+        sync = m == num_micro - 1
+        with acc.no_sync(model) if not sync else contextlib.nullcontext():
+            loss = loss_of(idx, num_micro) if idx else sum(p.sum() for p in model.parameters()) * 0.0
+            acc.backward(loss)
+    return num_micro

@@ -66,11 +66,19 @@ class LossBatch:
 
 LossFn = Callable[[LossBatch, PolicyLossConfig], tuple[Tensor, dict[str, float]]]
 LOSSES: Registry[LossFn] = Registry("loss")
+LOSS_CONFIGS: dict[str, type] = {}  # loss name → the config type it takes
 
 
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    """Decorator: make a loss selectable by name from a recipe (the RL loop looks it up by name)."""
+def register_loss(name: str, config: type | None = None) -> Callable[[LossFn], LossFn]:
+    """Decorator: make a loss selectable by name (the RL loop looks it up by name). ``config``
+    is the config type the loss takes (default ``PolicyLossConfig``, the GRPO family's)."""
+    LOSS_CONFIGS[name] = config or PolicyLossConfig
     return LOSSES.register(name)
+
+
+def policy_loss_names() -> list[str]:
+    """The registered losses driven by a ``PolicyLossConfig`` — what ``grpo.loss_type`` offers."""
+    return [n for n in LOSSES.names() if LOSS_CONFIGS.get(n) is PolicyLossConfig]
 
 
 @dataclass

@@ -119,7 +119,7 @@ def nft_per_sequence_terms(
     return torch.where(correct, pos, neg), (~correct) & (x < 1.0)
 
 
-@register_loss("nft")
+@register_loss("nft", config=NFTConfig)
 def nft_loss(batch: NFTBatch, cfg: NFTConfig) -> tuple[Tensor, dict[str, float]]:
     """NFT (Negative-aware Fine-Tuning), token or sequence level.
 

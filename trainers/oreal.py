@@ -92,7 +92,7 @@ def reinforce_ratio(logps: Tensor) -> Tensor:
     return torch.exp(logps - logps.detach())
 
 
-@register_loss("oreal")
+@register_loss("oreal", config=OREALConfig)
 def oreal_loss(batch: OREALBatch, cfg: OREALConfig) -> tuple[Tensor, dict[str, float]]:
     """OREAL: behaviour cloning on correct answers, reshaped REINFORCE on wrong ones, k3 KL.
 

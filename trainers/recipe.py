@@ -1,7 +1,8 @@
 """The recipe schema shared by every trainer: one YAML file = one run.
 
-Sections map to dataclasses; an algorithm adds its own section (``grpo:``) and everything
-else (model, data, rewards, engine, sampling, train, logging) is shared.
+Sections map to dataclasses; an algorithm adds its own section (``grpo:``, ``nft:``,
+``oreal:``) and everything else (model, data, rewards, engine, sampling, train, logging) is
+shared: switching algorithm means changing ``trainer:`` and that one section.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from typing import Literal
 
 from telos.config import choices_field, path_field
 from telos.models import LoraConfig, TinyModelConfig
+from trainers.nft import NFTConfig
+from trainers.oreal import OREALConfig
 
 
 def _loss_names() -> list[str]:
-    from trainers.losses import LOSSES
+    from trainers.losses import policy_loss_names
 
-    return LOSSES.names()
+    return policy_loss_names()
 
 
 @dataclass
@@ -74,8 +77,34 @@ class GRPOSection:
     epsilon_high: float | None = None
     beta: float = 0.0  # k3 KL to a frozen reference; 0 = no reference model loaded
     num_iterations: int = 1  # μ: optimizer passes over each rollout batch
+    mini_batches: int = 1  # optimizer steps per pass: the rollout batch is split into this many
     dynamic_sampling: bool = True  # drop zero-variance groups and sample more prompts
     max_resample_rounds: int = 3
+
+
+@dataclass
+class NFTSection(NFTConfig):
+    """NFT's loss settings (``NFTConfig``) plus how the rollout batch is consumed. Several
+    optimizer steps per rollout (``mini_batches`` > 1 or ``num_iterations`` > 1) are where the
+    likelihood ratio R departs from 1 and NFT differs from Dr. GRPO."""
+
+    num_iterations: int = 1  # passes over each rollout batch
+    mini_batches: int = 1  # optimizer steps per pass (official NFT: 16 = 512 prompts / 32)
+    dynamic_sampling: bool = True  # refill the batch after dropping all-correct/all-wrong groups
+    max_resample_rounds: int = 3
+
+
+@dataclass
+class OREALSection(OREALConfig):
+    """OREAL's loss settings (``OREALConfig``) plus the token-level reward model's. One
+    optimizer step per rollout batch (on-policy), so no iteration settings."""
+
+    token_rm: bool = True  # false: every token weight is 1
+    rm_lr: float = 2e-6  # the token RM's own AdamW learning rate (official 7B: 2e-6 vs policy 5e-7)
+    rm_weight_decay: float = 0.0
+    dynamic_sampling: bool = True  # refill the batch after dropping all-correct/all-wrong groups
+    max_resample_rounds: int = 3
+    pair_seed: int = 0  # seeds which correct/wrong answer of a group is trained
 
 
 @dataclass
@@ -97,7 +126,9 @@ class TrainSection:
 
 @dataclass
 class RLRecipe:
-    trainer: Literal["grpo"]
+    """The sections every RL trainer shares; ``GRPORecipe`` etc. add their own."""
+
+    trainer: str
     model: ModelSection
     data: DataSection
     name: str = "run"
@@ -107,7 +138,6 @@ class RLRecipe:
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec()])
     engine: EngineSection = field(default_factory=EngineSection)
     sampling: SamplingSection = field(default_factory=SamplingSection)
-    grpo: GRPOSection = field(default_factory=GRPOSection)
     train: TrainSection = field(default_factory=TrainSection)
 
     @property
@@ -115,4 +145,22 @@ class RLRecipe:
         return self.output_dir or f"runs/{self.name}"
 
 
-RECIPES: dict[str, type] = {"grpo": RLRecipe}
+@dataclass
+class GRPORecipe(RLRecipe):
+    trainer: Literal["grpo"]
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+
+
+@dataclass
+class NFTRecipe(RLRecipe):
+    trainer: Literal["nft"]
+    nft: NFTSection = field(default_factory=NFTSection)
+
+
+@dataclass
+class OREALRecipe(RLRecipe):
+    trainer: Literal["oreal"]
+    oreal: OREALSection = field(default_factory=OREALSection)
+
+
+RECIPES: dict[str, type] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe}

@@ -90,10 +90,19 @@ def _columns(rows: list[dict]) -> dict[str, list]:
     return {k: [r.get(k) for r in rows] for k in keys}
 
 
-def keep_informative_groups(groups: ScoredGroups, group_size: int) -> tuple[ScoredGroups, int]:
-    """Drop groups whose rewards all agree (zero advantage everywhere: no gradient signal)."""
+def correctness_tensor(values: list[float | None]) -> torch.Tensor:
+    """Correctness as 1.0 / 0.0 (a score > 0 counts as correct), NaN where unscorable."""
+    return torch.tensor([float("nan") if v is None else float(v > 0) for v in values])
+
+
+def flat_reward_groups(groups: ScoredGroups, group_size: int) -> torch.Tensor:
+    """[N] bool: groups whose rewards all agree (zero advantage everywhere: no gradient signal)."""
     r, _ = rewards_tensor(groups.rewards, group_size)
-    flat = zero_std_groups(r, group_size)
+    return zero_std_groups(r, group_size)
+
+
+def drop_groups(groups: ScoredGroups, flat: torch.Tensor, group_size: int) -> ScoredGroups:
+    """The groups whose ``flat`` entry is False, in order."""
     kept = ScoredGroups()
     for g, is_flat in enumerate(flat.tolist()):
         if is_flat:
@@ -103,4 +112,10 @@ def keep_informative_groups(groups: ScoredGroups, group_size: int) -> tuple[Scor
         kept.rewards += groups.rewards[sl]
         kept.correct += groups.correct[sl]
         kept.row_indices.append(groups.row_indices[g])
-    return kept, int(flat.sum())
+    return kept
+
+
+def keep_informative_groups(groups: ScoredGroups, group_size: int) -> tuple[ScoredGroups, int]:
+    """Drop groups whose rewards all agree; returns (kept groups, number dropped)."""
+    flat = flat_reward_groups(groups, group_size)
+    return drop_groups(groups, flat, group_size), int(flat.sum())

@@ -19,7 +19,7 @@ from trainers.tiny import TINY_TASKS
 def _trainers() -> dict[str, Callable]:
     from trainers.rl import train_rl
 
-    return {"grpo": train_rl}
+    return {"grpo": train_rl, "nft": train_rl, "oreal": train_rl}
 
 
 def load_recipe(path: str, overrides: list[str] | None = None):
@@ -89,19 +89,46 @@ def _check_semantics(recipe) -> None:
         "train.save_every": recipe.train.save_every,
         "sampling.num_generations": recipe.sampling.num_generations,
         "sampling.max_tokens": recipe.sampling.max_tokens,
-        "grpo.num_iterations": recipe.grpo.num_iterations,
+        **_algorithm_counts(recipe),
     }
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"'{key}' must be ≥ 1, got {value}")
     if recipe.sampling.num_generations < 2:
         raise UserError("'sampling.num_generations' must be ≥ 2: group advantages need at least two answers")
+    if recipe.trainer == "oreal":
+        _check_oreal(recipe)
     if recipe.sampling.temperature < 0:
         raise UserError(f"'sampling.temperature' must be ≥ 0, got {recipe.sampling.temperature}")
     if recipe.engine.backend != "hf":
         raise UserError(
             f"'engine.backend' {recipe.engine.backend!r} is not available in this build; valid: hf"
         )
+
+
+def _algorithm_counts(recipe) -> dict[str, int]:
+    """The algorithm section's settings that must be ≥ 1."""
+    section = getattr(recipe, recipe.trainer)
+    names = ("num_iterations", "mini_batches")
+    return {f"{recipe.trainer}.{n}": getattr(section, n) for n in names if hasattr(section, n)}
+
+
+def _check_oreal(recipe) -> None:
+    o = recipe.oreal
+    if o.freeze_policy_steps >= recipe.train.steps:
+        raise UserError(
+            f"'oreal.freeze_policy_steps' is {o.freeze_policy_steps} but train.steps is {recipe.train.steps}: "
+            "the policy would never train; valid: 0 ≤ freeze_policy_steps < train.steps"
+        )
+    non_negative = {
+        "oreal.rm_lr": o.rm_lr,
+        "oreal.beta": o.beta,
+        "oreal.neg_weight": o.neg_weight,
+        "oreal.freeze_policy_steps": o.freeze_policy_steps,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"'{key}' must be ≥ 0, got {value}")
 
 
 def _check_model(name: str) -> None:

@@ -174,7 +174,11 @@ def evaluate_greedy(ctx: RunContext) -> float:
 
 
 def finish_run(
-    ctx: RunContext, train_seconds: float, initial_eval: float | None = None, final_eval: float | None = None
+    ctx: RunContext,
+    train_seconds: float,
+    initial_eval: float | None = None,
+    final_eval: float | None = None,
+    plot_groups: dict[str, list[str]] | None = None,
 ) -> dict:
     """Save ``final/``, write summary.json and plots (main process); evaluates only if the
     loop did not already evaluate the final weights."""
@@ -201,6 +205,6 @@ def finish_run(
             "world_size": acc.num_processes,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_metrics(metrics, run_dir / "plots", PLOT_GROUPS)
+        plot_metrics(metrics, run_dir / "plots", {**PLOT_GROUPS, **(plot_groups or {})})
     acc.wait_for_everyone()
     return summary

@@ -1,0 +1,214 @@
+"""What makes GRPO, NFT and OREAL different inside the one shared RL loop (trainers/rl.py).
+
+The loop samples groups, keeps those with signal, packs the chosen answers and runs micro-
+batched optimizer steps. An ``Algorithm`` answers the questions where the three differ: which
+groups carry signal, which answers are trained with which per-sequence tensors, which loss and
+settings, what happens before the policy step (OREAL's token RM) and whether the policy is
+frozen. Nothing else in the loop knows the algorithm's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from telos.types import Completion
+from trainers.advantages import ADVANTAGES
+from trainers.batching import PackedBatch
+from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
+from trainers.nft import NFTBatch, nft_group_filter, nft_pass_rates
+from trainers.oreal import OREALBatch, rloo_advantages, select_pairs
+from trainers.recipe import GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
+from trainers.rollout_batch import ScoredGroups, correctness_tensor, flat_reward_groups, rewards_tensor
+
+
+@dataclass
+class TrainBatch:
+    """The answers one rank trains on this step, with per-sequence ([B]) and per-token
+    ([B, Wc], aligned with the packed completion columns) tensors for the loss."""
+
+    completions: list[Completion]
+    advantages: Tensor
+    valid: Tensor  # [B] bool: scorable answers; the others get a zero token mask
+    per_sequence: dict[str, Tensor] = field(default_factory=dict)
+    per_token: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Algorithm:
+    """GRPO family (the base): reward-variance filter, group advantages, the ``grpo.loss_type``
+    loss with PPO clipping, μ passes × ``mini_batches`` optimizer steps per rollout."""
+
+    plot_groups: dict[str, list[str]] = {"clip_ratio": ["clip_ratio"]}
+
+    def __init__(self, recipe: GRPORecipe) -> None:
+        g = recipe.grpo
+        self.recipe = recipe
+        self.loss_fn = LOSSES.get(g.loss_type)
+        self.loss_cfg = PolicyLossConfig(epsilon=g.epsilon, epsilon_high=g.epsilon_high, beta=g.beta)
+        self.beta = g.beta
+        self.num_iterations, self.mini_batches = g.num_iterations, g.mini_batches
+        self.dynamic_sampling, self.max_resample_rounds = g.dynamic_sampling, g.max_resample_rounds
+
+    def attach(self, ctx) -> None:
+        """Build what the algorithm needs beside the policy, once the run context exists."""
+        return None
+
+    def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
+        """[N] bool: groups that carry no learning signal (dropped under dynamic sampling)."""
+        return flat_reward_groups(groups, group_size)
+
+    def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
+        g = self.recipe.grpo
+        rewards, valid = (
+            rewards_tensor(groups.rewards, group_size)
+            if groups.rewards
+            else (torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+        )
+        adv = (
+            ADVANTAGES.get(g.advantage)(rewards, group_size, scale=g.scale_rewards)
+            if len(rewards)
+            else rewards
+        )
+        return TrainBatch(groups.completions, adv, valid)
+
+    def step_pools(self, tb: TrainBatch, mask: Tensor, idx: list[int]) -> dict[str, float]:
+        """Token pools (besides sequences and tokens) the loss normalises by over a whole
+        optimizer step; the loop sums them over ranks."""
+        return {}
+
+    def loss_batch(self, common: dict, tb: TrainBatch, idx: list[int], pools: dict[str, float]) -> LossBatch:
+        return LossBatch(**common, advantages=tb.advantages[idx])
+
+    def before_update(self, ctx, packed: PackedBatch | None, tb: TrainBatch, step: int) -> dict[str, float]:
+        """Work on the packed batch before the policy's step (OREAL trains its token RM here)."""
+        return {}
+
+    def policy_frozen(self, step: int) -> bool:
+        return False
+
+    # ---- state beyond the policy (OREAL's token RM); saved inside each checkpoint directory
+    def checkpoint_writers(self) -> dict[str, object]:
+        return {}
+
+    def load_state(self, checkpoint: Path) -> None:
+        return None
+
+
+def _rows(tb: TrainBatch, idx: list[int]) -> dict[str, Tensor]:
+    """The per-sequence and per-token tensors of the selected rows, by field name."""
+    return {k: v[idx] for k, v in (tb.per_sequence | tb.per_token).items()}
+
+
+class NFTAlgorithm(Algorithm):
+    """NFT: groups with 0 < p < 1 on correctness; every answer of a kept group is trained with
+    its correctness and its group's pass rate; the ``nft`` loss (no clip, no KL)."""
+
+    plot_groups = {"nft": ["p_hat_mean", "neg_clamped_frac"], "nft_ratio": ["ratio_mean"]}
+
+    def __init__(self, recipe: NFTRecipe) -> None:
+        n = recipe.nft
+        self.recipe = recipe
+        self.loss_fn, self.loss_cfg, self.beta = LOSSES.get("nft"), n, 0.0
+        self.num_iterations, self.mini_batches = n.num_iterations, n.mini_batches
+        self.dynamic_sampling, self.max_resample_rounds = n.dynamic_sampling, n.max_resample_rounds
+
+    def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
+        if not groups.correct:
+            return torch.zeros(0, dtype=torch.bool)
+        keep, _ = nft_group_filter(correctness_tensor(groups.correct), group_size)
+        return ~keep
+
+    def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
+        correct = correctness_tensor(groups.correct)
+        if not len(correct):
+            return TrainBatch([], correct, correct.bool())
+        pass_rate = nft_pass_rates(correct, group_size)
+        return TrainBatch(
+            groups.completions,
+            advantages=(correct - pass_rate).nan_to_num(0.0),  # logged only: NFT's loss ignores it
+            valid=~torch.isnan(correct),
+            per_sequence={"correct": correct, "pass_rate": pass_rate},
+        )
+
+    def loss_batch(self, common: dict, tb: TrainBatch, idx: list[int], pools: dict[str, float]) -> LossBatch:
+        return NFTBatch(**common, advantages=tb.advantages[idx], **_rows(tb, idx))
+
+
+class OREALAlgorithm(Algorithm):
+    """OREAL: RLOO on the full group, then one correct + one wrong answer per kept group;
+    token weights from an online token RM; the ``oreal`` loss; one optimizer step per rollout."""
+
+    plot_groups = {
+        "token_rm": ["rm_loss", "rm_auroc"],
+        "token_weights": ["pos_token_weight_mean", "neg_token_weight_mean"],
+        "oreal_terms": ["bc_loss", "neg_loss"],
+    }
+
+    def __init__(self, recipe: OREALRecipe) -> None:
+        o = recipe.oreal
+        self.recipe = recipe
+        self.loss_fn, self.loss_cfg, self.beta = LOSSES.get("oreal"), o, o.beta
+        self.num_iterations = self.mini_batches = 1  # on-policy by design
+        self.dynamic_sampling, self.max_resample_rounds = o.dynamic_sampling, o.max_resample_rounds
+        self.token_rm = None  # an OnlineTokenRM, built by ``attach`` once the policy exists
+
+    def attach(self, ctx) -> None:
+        if self.recipe.oreal.token_rm:
+            from trainers.token_rm_online import OnlineTokenRM
+
+            self.token_rm = OnlineTokenRM(ctx, self.recipe.oreal)
+
+    def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
+        return NFTAlgorithm.flat_groups(self, groups, group_size)
+
+    def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
+        correct = correctness_tensor(groups.correct)
+        if not len(correct):
+            return TrainBatch([], correct, correct.bool())
+        adv = rloo_advantages(correct, group_size)  # on the full group, before selection
+        gen = torch.Generator().manual_seed(self.recipe.oreal.pair_seed * 1_000_003 + step * 101 + rank)
+        picked = select_pairs(correct, group_size, generator=gen)
+        return TrainBatch(
+            [groups.completions[i] for i in picked.tolist()],
+            advantages=adv[picked],
+            valid=torch.ones(len(picked), dtype=torch.bool),
+            per_sequence={"correct": correct[picked]},
+            stats={"pairs": float(len(picked) // 2)},
+        )
+
+    def step_pools(self, tb: TrainBatch, mask: Tensor, idx: list[int]) -> dict[str, float]:
+        correct = tb.per_sequence["correct"][idx] > 0.5
+        m = mask[idx]
+        return {"num_pos_tokens": float(m[correct].sum()), "num_neg_tokens": float(m[~correct].sum())}
+
+    def loss_batch(self, common: dict, tb: TrainBatch, idx: list[int], pools: dict[str, float]) -> LossBatch:
+        return OREALBatch(**common, advantages=tb.advantages[idx], **_rows(tb, idx), **pools)
+
+    def before_update(self, ctx, packed: PackedBatch | None, tb: TrainBatch, step: int) -> dict[str, float]:
+        if self.token_rm is None:
+            return {}
+        weights, metrics = self.token_rm.train_step(packed, tb.per_sequence.get("correct"))
+        if weights is not None:
+            tb.per_token["token_weights"] = weights
+        return metrics
+
+    def policy_frozen(self, step: int) -> bool:
+        return step <= self.recipe.oreal.freeze_policy_steps
+
+    def checkpoint_writers(self) -> dict[str, object]:
+        return {} if self.token_rm is None else {"token_rm": self.token_rm.save}
+
+    def load_state(self, checkpoint: Path) -> None:
+        if self.token_rm is not None:
+            self.token_rm.load(checkpoint / "token_rm")
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {"grpo": Algorithm, "nft": NFTAlgorithm, "oreal": OREALAlgorithm}
+
+
+def make_algorithm(recipe: RLRecipe) -> Algorithm:
+    return ALGORITHMS[recipe.trainer](recipe)
