@@ -155,6 +155,17 @@ def machine_info(packages: Sequence[str] = ("torch", "transformers", "accelerate
     return info
 
 
+def resolve_model(spec: str) -> str:
+    """A model directory from ``tiny:<task>`` (built once and cached) or a local directory."""
+    if spec.startswith("tiny:"):
+        from trainers.tiny import resolve_tiny
+
+        return resolve_tiny(spec)
+    if not (Path(spec) / "config.json").exists():
+        raise SystemExit(f"error: --model {spec}: not a model directory (no config.json)")
+    return str(Path(spec).resolve())
+
+
 def summarize(values: Sequence[float]) -> dict[str, float]:
     vals = [float(v) for v in values]
     if not vals:

@@ -42,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     measure_matmul_peak,
     mfu,
+    resolve_model,
     set_offline,
     summarize,
     training_flops,
@@ -289,16 +290,6 @@ def side_summary(runs: list[dict], peak: float, completions_per_step: int) -> di
         / sum(len(r["per_step"]["generated_tokens"]) for r in runs)
         / completions_per_step,
     }
-
-
-def resolve_model(spec: str) -> str:
-    if spec.startswith("tiny:"):
-        from trainers.tiny import resolve_tiny
-
-        return resolve_tiny(spec)
-    if not (Path(spec) / "config.json").exists():
-        raise SystemExit(f"error: --model {spec}: not a model directory (no config.json)")
-    return str(Path(spec).resolve())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

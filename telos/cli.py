@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="tiny model: SFT warm-up, then RL, on arithmetic problems")
     q.add_argument("--out", default="runs/quickstart", help="output directory (default: runs/quickstart)")
-    q.add_argument("--algo", default="grpo", help="RL algorithm (default: grpo)")
+    q.add_argument("--algo", default="grpo", help="RL algorithm: grpo, nft or oreal (default: grpo)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--scale", type=float, default=1.0, help="shrink steps/problems (tests use < 1)")
 

@@ -23,6 +23,12 @@ BASE_RECIPE = REPO / "recipes" / "math" / "grpo_tiny.yaml"
 DENSE_REWARD = """
 def length_reward(prompts, completions, **columns):
     return [min(len(c), 40) / 40.0 for c in completions]
+
+
+def long_answer(prompts, completions, **columns):
+    # a 0/1 "verifier" the untrained model passes about half the time: NFT and OREAL need
+    # groups with both right and wrong answers, which `numeric` rarely gives this model
+    return [1.0 if len(c) >= 30 else 0.0 for c in completions]
 """
 
 
@@ -85,27 +91,30 @@ def _set_dotted(data: dict, key: str, value) -> None:
 
 @pytest.fixture(scope="session")
 def write_recipe(tiny_model_dir, tmp_path_factory) -> Callable[..., Path]:
-    """``write_recipe(directory, **{"dotted.key": value})`` → path of a small GRPO recipe.
+    """``write_recipe(directory, algo="grpo", **{"dotted.key": value})`` → path of a small recipe.
 
-    Starts from ``recipes/math/grpo_tiny.yaml`` and shrinks it to seconds per step on a CPU:
+    Starts from ``recipes/math/<algo>_tiny.yaml`` and shrinks it to seconds per step on a CPU:
     the session's tiny model, 4 prompts x 4 answers, 24 new tokens, a checkpoint every step,
     no mid-run evaluation, output under ``directory/run``. Keyword overrides win (pass dotted
     keys through ``**{...}``).
     """
     reward_file = tmp_path_factory.mktemp("rewards") / "dense_reward.py"
     reward_file.write_text(DENSE_REWARD)
+    binary_rewards = [{"name": f"{reward_file}:long_answer", "weight": 1.0}]
 
-    def write(directory: Path, name: str = "recipe.yaml", **overrides) -> Path:
+    def write(directory: Path, name: str = "recipe.yaml", algo: str = "grpo", **overrides) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        data = yaml.safe_load(BASE_RECIPE.read_text())
+        data = yaml.safe_load((BASE_RECIPE.parent / f"{algo}_tiny.yaml").read_text())
         defaults = {
             "name": "test-run",
             "output_dir": str(directory / "run"),
             "model.name_or_path": str(tiny_model_dir),
             "data.train": "procedural:arith?n=200&max_value=30",
             "data.num_test": 8,
-            "rewards": [
+            "rewards": binary_rewards
+            if algo != "grpo"
+            else [
                 {"name": "numeric", "weight": 1.0},
                 {"name": f"{reward_file}:length_reward", "weight": 0.5},
             ],

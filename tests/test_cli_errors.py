@@ -37,7 +37,11 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *must_name: str) -> st
 
 @pytest.mark.parametrize(
     "recipe",
-    ["recipes/math/grpo_tiny.yaml", "recipes/math/grpo_qwen2.5_0.5b.yaml"],
+    [
+        f"recipes/math/{algo}_{size}.yaml"
+        for algo in ("grpo", "nft", "oreal")
+        for size in ("tiny", "qwen2.5_0.5b")
+    ],
 )
 def test_shipped_recipes_pass_check(recipe, subprocess_env):
     proc = _telos("check", recipe, env=subprocess_env)
@@ -119,6 +123,42 @@ def test_check_rejects_bad_override_inprocess(overrides, words, capsys):
     code = main(["check", str(TINY), *overrides])
     captured = capsys.readouterr()
     _assert_user_error(subprocess.CompletedProcess([], code, captured.out, captured.err), *words)
+
+
+# The NFT and OREAL sections, checked against their own tiny recipes.
+ALGO_BAD_OVERRIDES = {
+    "grpo section in an nft recipe": ("nft", ["grpo.epsilon=0.1"], ["unknown key 'grpo'", "nft"]),
+    "nft omega choice": ("nft", ["nft.omega=half"], ["'nft.omega'", "1-p", "sqrt"]),
+    "nft level choice": ("nft", ["nft.level=word"], ["'nft.level'", "token", "sequence"]),
+    "nft p_clamp order": ("nft", ["nft.p_clamp=[0.9, 0.1]"], ["p_clamp", "lo <= hi"]),
+    "nft p_clamp shape": ("nft", ["nft.p_clamp=0.5"], ["p_clamp", "two numbers"]),
+    "nft normalizer": ("nft", ["nft.normalizer=0"], ["normalizer", "> 0"]),
+    "nft mini_batches": ("nft", ["nft.mini_batches=0"], ["'nft.mini_batches'", "1"]),
+    "nft section in an oreal recipe": ("oreal", ["nft.omega=1"], ["unknown key 'nft'", "oreal"]),
+    "oreal freeze past the end": (
+        "oreal",
+        ["oreal.freeze_policy_steps=40"],
+        ["freeze_policy_steps", "train.steps"],
+    ),
+    "oreal negative rm_lr": ("oreal", ["oreal.rm_lr=-1"], ["'oreal.rm_lr'", "0"]),
+    "oreal token_rm type": ("oreal", ["oreal.token_rm=maybe"], ["'oreal.token_rm'", "bool"]),
+    "negative token budget": ("oreal", ["train.max_generated_tokens=-5"], ["'train.max_generated_tokens'"]),
+}
+
+
+@pytest.mark.parametrize("algo, overrides, words", ALGO_BAD_OVERRIDES.values(), ids=ALGO_BAD_OVERRIDES.keys())
+def test_check_rejects_bad_algorithm_section(algo, overrides, words, capsys):
+    from telos.cli import main
+
+    code = main(["check", str(TINY.parent / f"{algo}_tiny.yaml"), *overrides])
+    captured = capsys.readouterr()
+    _assert_user_error(subprocess.CompletedProcess([], code, captured.out, captured.err), *words)
+
+
+def test_numeric_yaml_value_is_accepted_as_a_string_choice(capsys):
+    from telos.cli import main
+
+    assert main(["check", str(TINY.parent / "nft_tiny.yaml"), "nft.omega=1"]) == 0  # `1` means "1"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -10,10 +10,11 @@ import pytest
 
 
 @pytest.mark.slow
-def test_quickstart_small(tmp_path):
+@pytest.mark.parametrize("algo", ["grpo", "nft", "oreal"])
+def test_quickstart_small(tmp_path, algo):
     out = tmp_path / "qs"
     proc = subprocess.run(
-        [sys.executable, "-m", "telos", "quickstart", "--out", str(out), "--scale", "0.05"],
+        [sys.executable, "-m", "telos", "quickstart", "--out", str(out), "--scale", "0.05", "--algo", algo],
         capture_output=True,
         text=True,
         timeout=900,
@@ -26,7 +27,8 @@ def test_quickstart_small(tmp_path):
     assert summary["improvement"] == pytest.approx(summary["rl_accuracy"] - summary["sft_accuracy"])
     pngs = {p.name for p in (out / "plots").glob("*.png")}
     assert {"reward.png", "accuracy.png", "sft_vs_rl.png"} <= pngs
-    assert (out / "grpo" / "final" / "config.json").exists()
+    assert summary["algo"] == algo
+    assert (out / algo / "final" / "config.json").exists()
     assert "SFT accuracy" in proc.stdout  # the printed table
 
 

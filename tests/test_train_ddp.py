@@ -69,10 +69,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("algo", ["grpo", "oreal"])  # OREAL: a second DDP model, the token RM
 def test_ddp_two_processes_identical_weights(
-    tmp_path, write_recipe, subprocess_env, tiny_model_dir, weights_of, assert_same_weights
+    algo, tmp_path, write_recipe, subprocess_env, tiny_model_dir, weights_of, assert_same_weights
 ):
-    recipe = write_recipe(tmp_path, **{"train.steps": STEPS})
+    extra = {"oreal.freeze_policy_steps": 1} if algo == "oreal" else {}
+    recipe = write_recipe(tmp_path, algo=algo, **{"train.steps": STEPS, **extra})
     run_dir = tmp_path / "run"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -119,3 +121,5 @@ def test_ddp_two_processes_identical_weights(
     # every rank saved its RNG state into the last checkpoint
     last = run_dir / "checkpoints" / f"step-{STEPS}"
     assert (last / "rng_rank0.pt").is_file() and (last / "rng_rank1.pt").is_file()
+    if algo == "oreal":
+        assert (last / "token_rm" / "token_rm_head.safetensors").is_file()

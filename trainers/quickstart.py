@@ -42,6 +42,9 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
             t, steps=max(2, int(t.steps * scale)), save_every=max(1, int(t.save_every * scale))
         )
         recipe.data = replace(recipe.data, num_test=max(8, int(recipe.data.num_test * scale)))
+        if recipe.trainer == "oreal":  # keep at least one step in which the policy trains
+            frozen = min(int(recipe.oreal.freeze_policy_steps * scale), recipe.train.steps - 1)
+            recipe.oreal = replace(recipe.oreal, freeze_policy_steps=frozen)
     _check_semantics(recipe)
     return recipe, raw
 

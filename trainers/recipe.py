@@ -109,7 +109,8 @@ class OREALSection(OREALConfig):
 
 @dataclass
 class TrainSection:
-    steps: int = 100
+    steps: int = 100  # optimizer-step horizon (also the lr schedule's length)
+    max_generated_tokens: int = 0  # stop once this many completion tokens were sampled; 0 = no cap
     prompts_per_step: int = 16  # across all processes
     micro_batch_size: int = 64  # sequences per forward/backward
     lr: float = 1e-6

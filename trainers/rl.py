@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,11 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
         packed.completion_mask *= tb.valid[:, None].float()
     metrics: dict[str, list[float]] = {k: [v] for k, v in algo.before_update(ctx, packed, tb, step).items()}
     if algo.policy_frozen(step):
-        ctx.scheduler.step()
+        with warnings.catch_warnings():  # the schedule advances while the optimizer rests, on purpose
+            warnings.filterwarnings(
+                "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
+            )
+            ctx.scheduler.step()
         return {
             **{k: v[0] for k, v in metrics.items()},
             "policy_frozen": 1.0,
@@ -205,6 +210,8 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
     run_dir = Path(r.run_dir)
     resume_from = resolve_resume(r.resume, run_dir)
     state = {"step": 0, "cursor": 0, "generated_tokens": 0}
+    if algo.beta > 0:  # the reference is the starting model, so copy it before a resume loads weights
+        ctx.ref_model = copy.deepcopy(acc.unwrap_model(ctx.model)).eval().requires_grad_(False)
     if resume_from is not None:
         state = load_checkpoint(
             resume_from,
@@ -217,8 +224,6 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         ctx.engine.sync_weights(acc.unwrap_model(ctx.model))
     if acc.is_main_process:
         save_yaml(raw_config if raw_config is not None else to_dict(recipe), run_dir / "config.yaml")
-    if algo.beta > 0:
-        ctx.ref_model = copy.deepcopy(acc.unwrap_model(ctx.model)).eval().requires_grad_(False)
 
     sampler = PromptSampler(len(ctx.train_rows), r.train.seed, cursor=state["cursor"])
     tracker = Tracker(
@@ -237,6 +242,8 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         tracker.log(0, {"eval_accuracy": state["initial_eval_accuracy"]})
     start = time.perf_counter()
     for step in range(state["step"] + 1, r.train.steps + 1):
+        if 0 < r.train.max_generated_tokens <= generated:  # resumed after the budget was spent
+            break
         t0 = time.perf_counter()
         batch = collect_rollout(ctx, algo, sampler, step)
         t_gen = time.perf_counter() - t0
@@ -253,10 +260,12 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
             "tokens_per_s": tokens / dt,
         }
         metrics["generated_tokens"] = generated
-        if step == r.train.steps or (r.train.eval_every and step % r.train.eval_every == 0):
+        # a sampled-token budget ends the run at the step that reaches it (same on every rank)
+        last = step == r.train.steps or 0 < r.train.max_generated_tokens <= generated
+        if last or (r.train.eval_every and step % r.train.eval_every == 0):
             metrics["eval_accuracy"] = state["final_eval_accuracy"] = evaluate_greedy(ctx)
         tracker.log(step, metrics)
-        if step % r.train.save_every == 0 or step == r.train.steps:
+        if step % r.train.save_every == 0 or last:
             save_checkpoint(
                 run_dir,
                 step,
@@ -276,6 +285,8 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
                 keep_last=r.train.keep_last,
                 extra_writers=algo.checkpoint_writers(),
             )
+        if last:
+            break
     tracker.close()
     summary = finish_run(
         ctx,

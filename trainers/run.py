@@ -73,6 +73,7 @@ def _check_semantics(recipe) -> None:
     non_negative = {
         "train.eval_every": recipe.train.eval_every,
         "train.warmup_steps": recipe.train.warmup_steps,
+        "train.max_generated_tokens": recipe.train.max_generated_tokens,
         "data.num_test": recipe.data.num_test,
         "sampling.top_k": recipe.sampling.top_k,
     }
