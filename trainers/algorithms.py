@@ -37,6 +37,13 @@ class TrainBatch:
     per_token: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """The tensors moved to ``device`` (where the model and the packed batch live)."""
+        self.advantages, self.valid = self.advantages.to(device), self.valid.to(device)
+        self.per_sequence = {k: v.to(device) for k, v in self.per_sequence.items()}
+        self.per_token = {k: v.to(device) for k, v in self.per_token.items()}
+        return self
+
 
 class Algorithm:
     """GRPO family (the base): reward-variance filter, group advantages, the ``grpo.loss_type``
@@ -98,6 +105,14 @@ class Algorithm:
         return None
 
 
+def mixed_correctness_flat(groups: ScoredGroups, group_size: int) -> Tensor:
+    """[N] bool: groups without both a correct and a wrong answer (NFT's and OREAL's filter)."""
+    if not groups.correct:
+        return torch.zeros(0, dtype=torch.bool)
+    keep, _ = nft_group_filter(correctness_tensor(groups.correct), group_size)
+    return ~keep
+
+
 def _rows(tb: TrainBatch, idx: list[int]) -> dict[str, Tensor]:
     """The per-sequence and per-token tensors of the selected rows, by field name."""
     return {k: v[idx] for k, v in (tb.per_sequence | tb.per_token).items()}
@@ -117,10 +132,7 @@ class NFTAlgorithm(Algorithm):
         self.dynamic_sampling, self.max_resample_rounds = n.dynamic_sampling, n.max_resample_rounds
 
     def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
-        if not groups.correct:
-            return torch.zeros(0, dtype=torch.bool)
-        keep, _ = nft_group_filter(correctness_tensor(groups.correct), group_size)
-        return ~keep
+        return mixed_correctness_flat(groups, group_size)
 
     def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
         correct = correctness_tensor(groups.correct)
@@ -163,7 +175,7 @@ class OREALAlgorithm(Algorithm):
             self.token_rm = OnlineTokenRM(ctx, self.recipe.oreal)
 
     def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
-        return NFTAlgorithm.flat_groups(self, groups, group_size)
+        return mixed_correctness_flat(groups, group_size)
 
     def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
         correct = correctness_tensor(groups.correct)

@@ -26,6 +26,14 @@ class PackedBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.attention_mask, self.completion_ids, self.completion_mask)
+            )
+        )
+
     def select(self, idx: list[int] | torch.Tensor) -> PackedBatch:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return PackedBatch(

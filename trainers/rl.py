@@ -127,7 +127,8 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
     r, acc, model = ctx.recipe, ctx.accelerator, ctx.model
     tb = batch.train
     n_local = len(tb.completions)
-    packed = pack_completions(tb.completions, ctx.tokenizer.pad_token_id) if n_local else None
+    tb.to(acc.device)  # rollouts and rewards are built on the CPU; the model may be on a GPU
+    packed = pack_completions(tb.completions, ctx.tokenizer.pad_token_id).to(acc.device) if n_local else None
     if packed is not None:
         packed.completion_mask *= tb.valid[:, None].float()
     metrics: dict[str, list[float]] = {k: [v] for k, v in algo.before_update(ctx, packed, tb, step).items()}
@@ -157,7 +158,7 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
     grad_norm = 0.0
     for it in range(algo.num_iterations):
         for part in _mini_batches(n_local, algo.mini_batches, r.train.seed * 7_919 + step * 31 + it):
-            mask = packed.completion_mask if packed is not None else torch.zeros(0, 1)
+            mask = packed.completion_mask if packed is not None else torch.zeros(0, 1, device=acc.device)
             pools = algo.step_pools(tb, mask, part) if part else {}
             local = [float(len(part)), float(mask[part].sum()) if part else 0.0, *pools.values()]
             totals = acc.gather(torch.tensor(local, device=acc.device).view(1, -1)).sum(0).cpu() / world
@@ -250,7 +251,7 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         update = policy_update(ctx, algo, batch, step)
         ctx.engine.sync_weights(acc.unwrap_model(ctx.model))
         dt = time.perf_counter() - t0
-        tokens = acc.gather(torch.tensor([float(batch.generated_tokens)])).sum().item()
+        tokens = acc.gather(torch.tensor([float(batch.generated_tokens)], device=acc.device)).sum().item()
         generated += tokens
         metrics = {
             **batch.stats,

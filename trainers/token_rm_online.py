@@ -8,12 +8,14 @@ RM with its own AdamW. The RM is a separate copy of the policy trunk (see ``Toke
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from rewards.token_rm import TokenRewardModel, token_rm_loss, token_weights
+from telos.errors import UserError
 from telos.stats import auroc
 from trainers.batching import PackedBatch, accumulate
 
@@ -22,7 +24,16 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 class OnlineTokenRM:
     def __init__(self, ctx, section) -> None:
+        from accelerate.utils import DistributedType
+
         acc = ctx.accelerator
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            # accelerate routes every backward through the *last* prepared DeepSpeed engine, so a
+            # second trained model on one Accelerator would silently train the wrong one
+            raise UserError(
+                "'oreal.token_rm' is not supported under DeepSpeed (the token RM is a second trained "
+                "model); valid: launch with recipes/accelerate/ddp.yaml, or set oreal.token_rm: false"
+            )
         policy = acc.unwrap_model(ctx.model)
         # a peft policy: copy the model under the adapters (its LoRA layers come along, trained in full)
         base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
@@ -38,7 +49,11 @@ class OnlineTokenRM:
         """One RM optimizer step on this rank's pairs. Returns the token weights for the policy
         loss — w⁺ on correct rows, w⁻ on wrong rows, [B, Wc] — and the RM's metrics."""
         n_local = 0 if packed is None else len(packed)
-        keep = torch.ones(n_local, dtype=torch.bool) if correct is None else ~torch.isnan(correct)
+        keep = (
+            torch.ones(n_local, dtype=torch.bool, device=self.acc.device)
+            if correct is None
+            else ~torch.isnan(correct)
+        )
         total = self.acc.gather(torch.tensor([float(keep.sum())], device=self.acc.device)).sum().item()
         per_rank = max(1.0, total / self.acc.num_processes)  # DDP averages: this gives the global mean
         scores: list[Tensor] = []
@@ -54,7 +69,7 @@ class OnlineTokenRM:
 
         accumulate(self.acc, self.model, n_local, self.micro_batch_size, loss_of)
         grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
-        if torch.isfinite(torch.tensor(grad_norm)):
+        if math.isfinite(grad_norm):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if n_local == 0:
