@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from rewards.token_rm import TokenRewardModel
@@ -152,3 +153,17 @@ def test_nft_at_ratio_one_takes_the_dr_grpo_step_in_the_loop(
     assert nft_row["ratio_mean"] == pytest.approx(1.0)
     a, b = weights_of(tmp_path / "nft" / "run" / "final"), weights_of(tmp_path / "grpo" / "run" / "final")
     assert_same_weights(a, b, atol=1e-6, what="NFT vs Dr. GRPO")
+
+
+def test_step_pools_have_the_same_keys_on_a_rank_without_sequences():
+    """Ranks all-gather the pool counts: a rank with no sequence must send the same keys."""
+    from trainers.algorithms import OREALAlgorithm, TrainBatch
+
+    algo = OREALAlgorithm.__new__(OREALAlgorithm)  # step_pools needs no recipe
+    empty = TrainBatch([], torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+    full = TrainBatch(
+        [], torch.zeros(2), torch.ones(2, dtype=torch.bool), {"correct": torch.tensor([1.0, 0.0])}
+    )
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert algo.step_pools(full, mask, [0, 1]) == {"num_pos_tokens": 2.0, "num_neg_tokens": 1.0}
+    assert algo.step_pools(empty, torch.zeros(0, 1), []).keys() == {"num_pos_tokens", "num_neg_tokens"}

@@ -84,7 +84,7 @@ class Algorithm:
 
     def step_pools(self, tb: TrainBatch, mask: Tensor, idx: list[int]) -> dict[str, float]:
         """Token pools (besides sequences and tokens) the loss normalises by over a whole
-        optimizer step; the loop sums them over ranks."""
+        optimizer step; the loop sums them over ranks, so the keys must not depend on ``idx``."""
         return {}
 
     def loss_batch(self, common: dict, tb: TrainBatch, idx: list[int], pools: dict[str, float]) -> LossBatch:
@@ -193,6 +193,8 @@ class OREALAlgorithm(Algorithm):
         )
 
     def step_pools(self, tb: TrainBatch, mask: Tensor, idx: list[int]) -> dict[str, float]:
+        if not idx:  # every rank must send the same keys, also one without sequences
+            return {"num_pos_tokens": 0.0, "num_neg_tokens": 0.0}
         correct = tb.per_sequence["correct"][idx] > 0.5
         m = mask[idx]
         return {"num_pos_tokens": float(m[correct].sum()), "num_neg_tokens": float(m[~correct].sum())}

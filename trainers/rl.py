@@ -159,7 +159,7 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
     for it in range(algo.num_iterations):
         for part in _mini_batches(n_local, algo.mini_batches, r.train.seed * 7_919 + step * 31 + it):
             mask = packed.completion_mask if packed is not None else torch.zeros(0, 1, device=acc.device)
-            pools = algo.step_pools(tb, mask, part) if part else {}
+            pools = algo.step_pools(tb, mask, part)
             local = [float(len(part)), float(mask[part].sum()) if part else 0.0, *pools.values()]
             totals = acc.gather(torch.tensor(local, device=acc.device).view(1, -1)).sum(0).cpu() / world
             norm = {"num_sequences": max(1.0, totals[0].item()), "num_tokens": max(1.0, totals[1].item())}
