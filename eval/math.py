@@ -71,7 +71,7 @@ def _columns(rows: list[dict[str, Any]], repeat: int) -> dict[str, list[Any]]:
     return {k: [r.get(k) for r in rows for _ in range(repeat)] for k in keys}
 
 
-def _load_model(path: str):
+def load_generation_model(path: str):
     import torch
 
     from telos.models import load_model
@@ -82,7 +82,7 @@ def _load_model(path: str):
     return model.to("cuda") if on_gpu else model
 
 
-def _generate_and_score(
+def generate_and_score(
     engine, reward_fn, rows, prompts, params: SamplingParams
 ) -> tuple[list[Completion], list[float | None], float]:
     """All completions (grouped per problem) and their scores; the seconds spent generating."""
@@ -143,7 +143,7 @@ def run_eval_math(args: argparse.Namespace) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(args.model)
     prompts = [format_prompt(r, args.template, tokenizer=tokenizer, chat=args.chat) for r in rows]
-    model = _load_model(args.model)
+    model = load_generation_model(args.model)
     engine = make_engine(args.engine, model, tokenizer)
     if temperature == 0.0 and k > 1:
         print(f"note: temperature 0 with --samples {k}: every sample is the greedy one", file=sys.stderr)
@@ -152,7 +152,7 @@ def run_eval_math(args: argparse.Namespace) -> dict[str, Any]:
         n=k, temperature=temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
     )
     try:
-        completions, scores, gen_s = _generate_and_score(engine, reward_fn, rows, prompts, params)
+        completions, scores, gen_s = generate_and_score(engine, reward_fn, rows, prompts, params)
     finally:
         engine.close()
 

@@ -19,6 +19,9 @@ COMMANDS = {
     "train": "trainers.run:train_command",
     "check": "trainers.run:check_command",
     "eval math": "eval.math:eval_math_command",
+    "eval rm": "eval.rm:eval_rm_command",
+    "data preferences": "eval.rm_data:preferences_command",
+    "data process-labels": "eval.rm_data:process_labels_command",
 }
 
 
@@ -58,11 +61,51 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--engine", default="hf", help="generation backend (default: hf)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default=None, help="directory for results.json and report.md")
+
+    r = ev_sub.add_parser("rm", help="evaluate a reward model (pairs, graded samples or step labels)")
+    r.add_argument("--model", required=True, help="RM directory (final/ of a `trainer: rm` run)")
+    r.add_argument(
+        "--data",
+        required=True,
+        help="pairs, graded samples (telos data preferences --samples-out) or stepwise rows",
+    )
+    r.add_argument("--limit", type=int, default=None, help="use the first N rows")
+    r.add_argument("--tau", type=float, default=0.0, help="goal filter: prune at the first Q_t < tau")
+    r.add_argument("--skip", type=int, default=5, help="goal filter: response tokens ignored at the start")
+    r.add_argument("--aggregate", default="min", help="PRM solution score: min | last | prod")
+    r.add_argument("--out", default=None, help="directory for results.json, report.md and PNGs")
+
+    data = sub.add_parser("data", help="build reward-model training data with a policy and a verifier")
+    d_sub = data.add_subparsers(dest="data_kind", required=True)
+    for kind, help_text in (
+        ("preferences", "correct-vs-wrong answer pairs for the same prompt"),
+        ("process-labels", "Math-Shepherd step labels from completions of each step prefix"),
+    ):
+        d = d_sub.add_parser(kind, help=help_text)
+        d.add_argument("--model", required=True, help="policy directory or hub id")
+        d.add_argument("--data", required=True, help="math problems: procedural:arith, file.jsonl, hf:...")
+        d.add_argument("--out", required=True, help="output .jsonl")
+        d.add_argument("--limit", type=int, default=None, help="first N problems")
+        d.add_argument("--reward", default="numeric", help="verifier: numeric | gsm8k | accuracy | module:fn")
+        d.add_argument("--template", default="plain")
+        d.add_argument("--max-tokens", type=int, default=64)
+        d.add_argument("--seed", type=int, default=0)
+        if kind == "preferences":
+            d.add_argument("--samples", type=int, default=8, help="answers sampled per problem")
+            d.add_argument("--pairs-per-prompt", type=int, default=2)
+            d.add_argument("--temperature", type=float, default=1.0)
+            d.add_argument("--samples-out", default=None, help="also write every graded sample here")
+        else:
+            d.add_argument("--solutions", type=int, default=2, help="solutions sampled per problem")
+            d.add_argument("--rollouts", type=int, default=8, help="N completions per step prefix")
+            d.add_argument("--label", choices=["soft", "hard"], default="soft", help="what `labels` holds")
     return parser
 
 
 def _resolve(args: argparse.Namespace):
-    key = args.command if args.command != "eval" else f"eval {args.eval_kind}"
+    key = {"eval": lambda: f"eval {args.eval_kind}", "data": lambda: f"data {args.data_kind}"}.get(
+        args.command, lambda: args.command
+    )()
     module, func = COMMANDS[key].split(":")
     return getattr(importlib.import_module(module), func)
 

@@ -164,4 +164,7 @@ class OREALRecipe(RLRecipe):
     oreal: OREALSection = field(default_factory=OREALSection)
 
 
-RECIPES: dict[str, type] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe}
+# at the bottom: rm_recipe imports ModelSection from this module
+from trainers.rm_recipe import RMRecipe  # noqa: E402
+
+RECIPES: dict[str, type] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe, "rm": RMRecipe}

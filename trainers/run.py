@@ -18,8 +18,9 @@ from trainers.tiny import TINY_TASKS
 
 def _trainers() -> dict[str, Callable]:
     from trainers.rl import train_rl
+    from trainers.rm import train_rm
 
-    return {"grpo": train_rl, "nft": train_rl, "oreal": train_rl}
+    return {"grpo": train_rl, "nft": train_rl, "oreal": train_rl, "rm": train_rm}
 
 
 def load_recipe(path: str, overrides: list[str] | None = None):
@@ -46,6 +47,8 @@ def _about(key: str) -> Iterator[None]:
 
 def _check_semantics(recipe) -> None:
     """Checks a type system cannot express, still made before any work starts."""
+    if recipe.trainer == "rm":
+        return _check_rm(recipe)
     from envs.math.prompts import TEMPLATES
     from envs.math.sources import parse_spec
     from rewards.functions import resolve_reward_function
@@ -65,11 +68,7 @@ def _check_semantics(recipe) -> None:
         raise UserError(
             f"'data.template' is {t!r}; valid: {', '.join(TEMPLATES)} or a string containing {{prompt}}"
         )
-    _check_model(recipe.model.name_or_path)
-    with _about("report_to"):
-        normalize_report_to(recipe.report_to)
-    with _about("resume"):
-        resolve_resume(recipe.resume, Path(recipe.run_dir))
+    _check_common(recipe)
     non_negative = {
         "train.eval_every": recipe.train.eval_every,
         "train.warmup_steps": recipe.train.warmup_steps,
@@ -105,6 +104,55 @@ def _check_semantics(recipe) -> None:
         raise UserError(
             f"'engine.backend' {recipe.engine.backend!r} is not available in this build; valid: hf"
         )
+
+
+def _check_common(recipe) -> None:
+    """Model, tracker and resume checks every trainer shares."""
+    _check_model(recipe.model.name_or_path)
+    with _about("report_to"):
+        normalize_report_to(recipe.report_to)
+    with _about("resume"):
+        resolve_resume(recipe.resume, Path(recipe.run_dir))
+
+
+def _check_rm(recipe) -> None:
+    from envs.math.sources import parse_spec
+
+    for key in ("train", "test"):
+        spec = getattr(recipe.data, key)
+        if spec is not None:
+            with _about(f"data.{key}"):
+                if parse_spec(spec).scheme in ("procedural", "reasoning-gym"):
+                    raise UserError(
+                        f"{spec!r} holds math problems, not preference pairs or step labels; valid: a "
+                        ".jsonl/.json/.parquet file or hf:REPO (make one with `telos data preferences`)"
+                    )
+    _check_common(recipe)
+    t, rm = recipe.train, recipe.rm
+    positive = {
+        "train.batch_size": t.batch_size,
+        "train.micro_batch_size": t.micro_batch_size,
+        "train.epochs": t.epochs,
+        "train.save_every": t.save_every,
+        "train.keep_last": t.keep_last,
+        "rm.position_pairs": rm.position_pairs,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"'{key}' must be ≥ 1, got {value}")
+    non_negative = {
+        "train.steps": t.steps,
+        "train.warmup_steps": t.warmup_steps,
+        "train.eval_every": t.eval_every,
+        "rm.center_coef": rm.center_coef,
+        "rm.contrastive_weight": rm.contrastive_weight,
+        "rm.goal_examples": rm.goal_examples,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"'{key}' must be ≥ 0, got {value}")
+    if recipe.data.max_length is not None and recipe.data.max_length < 2:
+        raise UserError(f"'data.max_length' must be ≥ 2 or null, got {recipe.data.max_length}")
 
 
 def _algorithm_counts(recipe) -> dict[str, int]:
@@ -162,9 +210,10 @@ def _query(params: dict) -> str:
 
 def check_command(args: argparse.Namespace) -> int:
     recipe, _ = load_recipe(args.recipe, args.overrides)
+    steps = f"{recipe.train.steps} steps" if recipe.train.steps else f"{recipe.train.epochs} epoch(s)"
     print(
         f"ok: {args.recipe} — trainer {recipe.trainer}, model {recipe.model.name_or_path}, "
-        f"data {recipe.data.train}, {recipe.train.steps} steps → {recipe.run_dir}"
+        f"data {recipe.data.train}, {steps} → {recipe.run_dir}"
     )
     return 0
 

@@ -249,9 +249,12 @@ def map_row(row: dict[str, Any], index: int, source: str) -> dict[str, Any]:
     return row
 
 
-def load_rows(spec: str, *, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+def load_rows(
+    spec: str, *, limit: int | None = None, seed: int = 0, raw: bool = False
+) -> list[dict[str, Any]]:
     """Load the rows named by ``spec``; ``limit`` keeps the first ``limit`` rows, ``seed`` seeds
-    the procedural and reasoning-gym generators. Bad specs, files and rows raise UserError."""
+    the procedural and reasoning-gym generators. Bad specs, files and rows raise UserError.
+    ``raw`` returns the rows as stored, without the math mapping (preference or stepwise data)."""
     if limit is not None and limit < 0:
         raise UserError(f"limit must be >= 0, got {limit}")
     ds = parse_spec(spec)
@@ -266,4 +269,6 @@ def load_rows(spec: str, *, limit: int | None = None, seed: int = 0) -> list[dic
     if limit is not None:
         rows = rows[:limit]
     source = ds.name if ds.scheme == "file" else spec.strip()
+    if raw:
+        return [dict(row) for row in rows]
     return [map_row(row, i, source) for i, row in enumerate(rows)]

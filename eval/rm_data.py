@@ -1,0 +1,175 @@
+"""Reward-model training data built offline from a policy and a verifier.
+
+``telos data preferences``: sample the policy K times per problem, grade every answer, and
+write correct-vs-wrong pairs for the same prompt (``{prompt, chosen, rejected, answer}``) —
+plus, with ``--samples-out``, every graded sample (``{prompt, completion, correct, answer,
+extracted, group}``), which ``telos eval rm`` uses for AUROC and filtered majority votes.
+
+``telos data process-labels``: Math-Shepherd-style step labels. Sample solutions, split them
+into steps (one per line), and from each step prefix let the policy complete N times: the hard
+label is whether any completion reaches the gold answer, the soft label the share that do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from envs.math.answers import extract_answer
+from envs.math.prompts import format_prompt
+from envs.math.sources import load_rows
+from eval.math import generate_and_score, load_generation_model
+from rewards.functions import resolve_reward_function, score_completions
+from telos.errors import UserError
+from telos.tracking import progress
+from telos.types import SamplingParams
+
+
+def _engine(model_path: str):
+    from rollout.engine import make_engine
+    from telos.models import check_model_path, load_tokenizer
+
+    check_model_path(model_path)
+    tokenizer = load_tokenizer(model_path)
+    return make_engine("hf", load_generation_model(model_path), tokenizer), tokenizer
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def make_pairs(
+    texts: list[str], correct: list[bool], max_pairs: int, rng: random.Random
+) -> list[tuple[str, str]]:
+    """Up to ``max_pairs`` (correct, wrong) text pairs from one prompt's samples, each answer
+    used at most once per side; distinct texts only (a duplicate pair teaches nothing new)."""
+    right = list(dict.fromkeys(t for t, c in zip(texts, correct, strict=True) if c))
+    wrong = list(dict.fromkeys(t for t, c in zip(texts, correct, strict=True) if not c))
+    rng.shuffle(right)
+    rng.shuffle(wrong)
+    return list(zip(right, wrong, strict=False))[:max_pairs]
+
+
+def preferences_command(args: argparse.Namespace) -> int:
+    _check_positive(samples=args.samples, pairs_per_prompt=args.pairs_per_prompt, max_tokens=args.max_tokens)
+    reward_fn = resolve_reward_function(args.reward)
+    rows = load_rows(args.data, limit=args.limit, seed=args.seed)
+    if not rows:
+        raise UserError(f"data {args.data!r} has no problems")
+    engine, tokenizer = _engine(args.model)
+    prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
+    params = SamplingParams(
+        n=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed
+    )
+    try:
+        completions, scores, _ = generate_and_score(engine, reward_fn, rows, prompts, params)
+    finally:
+        engine.close()
+    k, rng = args.samples, random.Random(args.seed)
+    pairs, samples = [], []
+    for g, (row, prompt) in enumerate(zip(rows, prompts, strict=True)):
+        outs, sc = completions[g * k : (g + 1) * k], scores[g * k : (g + 1) * k]
+        texts, right = [o.text for o in outs], [s is not None and s > 0 for s in sc]
+        for chosen, rejected in make_pairs(texts, right, args.pairs_per_prompt, rng):
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "answer": row["answer"]})
+        for o, s, c in zip(outs, sc, right, strict=True):
+            samples.append(
+                {
+                    "group": g,
+                    "prompt": prompt,
+                    "completion": o.text,
+                    "correct": c if s is not None else None,
+                    "answer": row["answer"],
+                    "extracted": extract_answer(o.text),
+                    "num_tokens": len(o.token_ids),
+                }
+            )
+    _write_jsonl(Path(args.out), pairs)
+    if args.samples_out:
+        _write_jsonl(Path(args.samples_out), samples)
+    accuracy = sum(s["correct"] is True for s in samples) / max(1, len(samples))
+    print(
+        f"wrote {len(pairs)} pairs from {len(rows)} problems × {k} samples (sample accuracy {accuracy:.3f}) "
+        f"→ {args.out}"
+        + (f"; {len(samples)} graded samples → {args.samples_out}" if args.samples_out else "")
+    )
+    return 0
+
+
+def split_steps(text: str) -> list[str]:
+    """A solution's steps: its non-empty lines."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def process_labels_command(args: argparse.Namespace) -> int:
+    _check_positive(solutions=args.solutions, rollouts=args.rollouts, max_tokens=args.max_tokens)
+    reward_fn = resolve_reward_function(args.reward)
+    rows = load_rows(args.data, limit=args.limit, seed=args.seed)
+    if not rows:
+        raise UserError(f"data {args.data!r} has no problems")
+    engine, tokenizer = _engine(args.model)
+    out_rows = []
+    try:
+        prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
+        sol_params = SamplingParams(
+            n=args.solutions, temperature=1.0, max_tokens=args.max_tokens, seed=args.seed
+        )
+        solutions, _, _ = generate_and_score(engine, reward_fn, rows, prompts, sol_params)
+        roll = SamplingParams(
+            n=args.rollouts, temperature=1.0, max_tokens=args.max_tokens, seed=args.seed + 1
+        )
+        with progress(len(solutions), "process labels") as bar:
+            for i, sol in enumerate(solutions):
+                g = i // args.solutions
+                row, prompt = rows[g], prompts[g]
+                steps = split_steps(sol.text)
+                if not steps:
+                    bar.advance(1)
+                    continue
+                # the completion from each step prefix; the prefix carries its newline
+                prefixes = [prompt + "\n".join(steps[: j + 1]) + "\n" for j in range(len(steps))]
+                outs = engine.generate(prefixes, roll)
+                n = args.rollouts
+                texts = [o.text for o in outs]
+                scores, _ = score_completions(
+                    [reward_fn],
+                    [1.0],
+                    [prefixes[j // n] for j in range(len(texts))],
+                    ["\n".join(steps[: j // n + 1]) + "\n" + t for j, t in enumerate(texts)],
+                    {"answer": [row["answer"]] * len(texts)},
+                )
+                soft = [
+                    sum(s is not None and s > 0 for s in scores[j * n : (j + 1) * n]) / n
+                    for j in range(len(steps))
+                ]
+                out_rows.append(
+                    {
+                        "prompt": prompt,
+                        "completions": steps,
+                        "labels": soft if args.label == "soft" else [s > 0 for s in soft],
+                        "soft_labels": soft,
+                        "hard_labels": [s > 0 for s in soft],
+                        "answer": row["answer"],
+                        "group": g,
+                    }
+                )
+                bar.advance(1)
+    finally:
+        engine.close()
+    _write_jsonl(Path(args.out), out_rows)
+    steps_total = sum(len(r["completions"]) for r in out_rows)
+    print(
+        f"wrote {len(out_rows)} labelled solutions ({steps_total} steps, {args.rollouts} rollouts each) → {args.out}"
+    )
+    return 0
