@@ -52,7 +52,10 @@ def _render_chat(tokenizer, prompt: list[dict], response: list[dict], where: str
         raise UserError(
             f"{where}: conversational rows need a tokenizer with a chat template; this one has none"
         )
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=bool(prompt))
+    # an implicit prompt has no messages of its own (templates refuse an empty conversation)
+    prompt_text = (
+        tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if prompt else ""
+    )
     full = tokenizer.apply_chat_template(prompt + response, tokenize=False)
     if not full.startswith(prompt_text):  # templates that rewrite earlier turns: keep it whole
         return "", full
@@ -86,11 +89,18 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=special)["input_ids"] if text else []
 
 
+def appends_eos(tokenizer) -> bool:
+    """Whether responses end with EOS. Not when EOS is also the pad token: transformers'
+    sequence classifiers score the last non-pad token, so a trailing EOS would be skipped and
+    the saved model would score a different token than training did."""
+    return tokenizer.eos_token_id is not None and tokenizer.eos_token_id != tokenizer.pad_token_id
+
+
 def response_ids(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
-    """``prompt tokens + response tokens + EOS`` and the index of the first response token."""
+    """``prompt tokens + response tokens [+ EOS]`` and the index of the first response token."""
     p = _ids(tokenizer, prompt, special=True)
     r = _ids(tokenizer, response, special=not p)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if appends_eos(tokenizer) else []
     return p + r + eos, len(p)
 
 

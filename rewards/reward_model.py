@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from rewards.preferences import response_ids
+from rewards.preferences import appends_eos, response_ids
 from rewards.rm_losses import q_values as cosine_q_values
 from telos.errors import UserError
 
@@ -144,13 +144,13 @@ class RewardModel:
     def response_length(self, prompt: str, completion: str) -> int:
         """Tokens of the completion alone (no EOS)."""
         ids, start = response_ids(self.tokenizer, prompt, completion)
-        return len(ids) - start - (self.tokenizer.eos_token_id is not None)
+        return len(ids) - start - appends_eos(self.tokenizer)
 
     def score_prefixes(self, prompt: str, completion: str, lengths: list[int]) -> list[float]:
         """The reward of the completion cut after each of ``lengths`` response tokens (no EOS):
         what the RM says of a partial generation."""
         ids, start = response_ids(self.tokenizer, prompt, completion)
-        body = ids[:-1] if self.tokenizer.eos_token_id is not None else ids
+        body = ids[:-1] if appends_eos(self.tokenizer) else ids
         seqs = [body[: start + n] or body[:1] for n in lengths]
         head, _, mask = self._forward(seqs)
         return last_token_values(head, mask).tolist()

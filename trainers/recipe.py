@@ -11,27 +11,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.config import choices_field, path_field
-from telos.models import LoraConfig, TinyModelConfig
+from trainers.model_section import ModelSection
 from trainers.nft import NFTConfig
 from trainers.oreal import OREALConfig
+from trainers.rm_recipe import RMRecipe
 
 
 def _loss_names() -> list[str]:
     from trainers.losses import policy_loss_names
 
     return policy_loss_names()
-
-
-@dataclass
-class ModelSection:
-    """``name_or_path``: a local directory, a hub id (``Qwen/Qwen2.5-0.5B-Instruct``), or
-    ``tiny:arith`` — the tiny model SFT-warmed on procedural arithmetic, built locally and cached."""
-
-    name_or_path: str = path_field(kind="model")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    lora: LoraConfig | None = None
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -163,8 +152,5 @@ class OREALRecipe(RLRecipe):
     trainer: Literal["oreal"]
     oreal: OREALSection = field(default_factory=OREALSection)
 
-
-# at the bottom: rm_recipe imports ModelSection from this module
-from trainers.rm_recipe import RMRecipe  # noqa: E402
 
 RECIPES: dict[str, type] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe, "rm": RMRecipe}

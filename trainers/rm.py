@@ -122,6 +122,7 @@ def step_loss(
         label_mask[i, r.label_positions] = 1.0
     logits = head if recipe.rm.prm_loss != "mse" else head[..., 0]
     loss, metrics = prm_loss(logits, labels, label_mask, kind=recipe.rm.prm_loss)
+    metrics["accuracy"] = metrics["step_accuracy"]  # one name across kinds for logs and evaluation
     return loss, metrics, int(mask.sum())
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.config import path_field
-from trainers.recipe import ModelSection
+from trainers.model_section import ModelSection
 
 
 @dataclass
