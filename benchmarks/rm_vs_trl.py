@@ -3,7 +3,7 @@
 Both sides train the same starting model (sequence classification, one label, the new score head
 initialised under the same seed) on the same pairs, tokenized once by telos (prompt + response +
 EOS, over-long pairs dropped) and handed to TRL as ``chosen_ids`` / ``rejected_ids`` in telos's
-``EpochOrder`` with sequential sampling; same batch size, steps, constant lr, clipping and torch
+``PromptSampler`` with sequential sampling; same batch size, steps, constant lr, clipping and torch
 AdamW, fp32 on CPU. Runs alternate (telos, TRL, TRL, telos, ...), each fresh, seed ``seed + repeat``.
 
 Measured per side: tokens/s (non-pad tokens of chosen + rejected over the summed optimizer-step
@@ -253,8 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from rewards.reward_model import load_head_model
     from telos.models import count_parameters, load_tokenizer
-    from trainers.run import load_recipe  # before trainers.rm: rm_recipe ↔ recipe import cycle
-    from trainers.rm import EpochOrder, load_rm_data  # isort: skip
+    from trainers.rm import load_rm_data
+    from trainers.rollout_batch import PromptSampler
+    from trainers.run import load_recipe
 
     recipe_path = str(Path(args.recipe) if Path(args.recipe).is_absolute() else REPO_ROOT / args.recipe)
     model_dir = resolve_model(args.model)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for rep in range(args.repeats):
             seed, B = args.seed + rep, args.batch_size
-            batch = [pairs.train[i] for i in EpochOrder(len(pairs.train), seed).take(args.steps * B)]
+            batch = [pairs.train[i] for i in PromptSampler(len(pairs.train), seed).take(args.steps * B)]
             rows = [{"chosen_ids": p.chosen_ids, "rejected_ids": p.rejected_ids} for p in batch]
             if r.rm.use_margin and any(p.margin for p in batch):  # TRL subtracts a `margin` column too
                 for row, p in zip(rows, batch, strict=True):

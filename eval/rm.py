@@ -23,6 +23,7 @@ from typing import Any
 
 from envs.math.answers import extract_answer
 from envs.math.sources import load_rows
+from eval.metrics import majority_vote
 from eval.report import markdown_table, write_json
 from eval.rm_metrics import (
     DEFAULT_FRACTIONS,
@@ -91,6 +92,7 @@ def eval_samples(rm: RewardModel, rows: list[dict], skip: int, tau: float) -> di
     out["partial_auroc_reward"] = partial_auroc(partial, correct, DEFAULT_FRACTIONS)
 
     groups = _groups(rows)
+    out.update(_baselines(answers, correct, groups))
     out["best_of_n_reward"] = _mean(
         best_of_n([rewards[i] for i in g], [correct[i] for i in g]) for g in groups.values()
     )
@@ -139,8 +141,19 @@ def eval_steps(prm: ProcessRM, rows: list[dict], how: str) -> dict[str, Any]:
             for g in groups.values()
         )
     out["aggregate"] = how
-    out["oracle_any_correct"] = _mean(any(correct[i] for i in g) for g in groups.values())
+    out.update(_baselines(answers, correct, groups))
     return out
+
+
+def _baselines(answers: list, correct: list[bool], groups: dict) -> dict[str, float]:
+    """What selection must beat: a random answer, the plain majority vote, and the oracle."""
+    return {
+        "random_pick_accuracy": _mean(_mean(correct[i] for i in g) for g in groups.values()),
+        "majority_vote_accuracy": _mean(
+            majority_vote([answers[i] for i in g], [correct[i] for i in g]) for g in groups.values()
+        ),
+        "oracle_any_correct": _mean(any(correct[i] for i in g) for g in groups.values()),
+    }
 
 
 def _mean(values) -> float:

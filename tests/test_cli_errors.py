@@ -41,7 +41,8 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *must_name: str) -> st
         f"recipes/math/{algo}_{size}.yaml"
         for algo in ("grpo", "nft", "oreal")
         for size in ("tiny", "qwen2.5_0.5b")
-    ],
+    ]
+    + ["recipes/rm/bt_qwen2.5_0.5b.yaml"],
 )
 def test_shipped_recipes_pass_check(recipe, subprocess_env):
     proc = _telos("check", recipe, env=subprocess_env)

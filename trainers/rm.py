@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from telos.plots import plot_metrics
 from telos.tracking import Tracker, read_metrics
 from trainers.batching import accumulate
 from trainers.rm_recipe import RMRecipe
+from trainers.rollout_batch import PromptSampler
 from trainers.setup import make_scheduler
 from trainers.tiny import resolve_tiny
 
@@ -150,23 +150,6 @@ def evaluate_rm(recipe: RMRecipe, net, items: list, pad_id: int, device) -> floa
     return right / total
 
 
-class EpochOrder:
-    """Seeded shuffled order over the examples, resumable from a cursor."""
-
-    def __init__(self, n: int, seed: int, cursor: int = 0) -> None:
-        self.n, self.seed, self.cursor = n, seed, cursor
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        for _ in range(k):
-            epoch, pos = divmod(self.cursor, self.n)
-            order = list(range(self.n))
-            random.Random(self.seed * 7_919 + epoch).shuffle(order)
-            out.append(order[pos])
-            self.cursor += 1
-        return out
-
-
 def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -209,7 +192,7 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
         )
     if acc.is_main_process:
         save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
-    order = EpochOrder(len(data.train), r.train.seed, state["cursor"])
+    order = PromptSampler(len(data.train), r.train.seed, state["cursor"])  # seeded epochs, resumable
     tracker = Tracker(
         run_dir,
         total_steps=steps,
