@@ -294,7 +294,10 @@ def _finish(
         }
     if acc.is_main_process:
         final = run_dir / "final"
-        hf_model.save_pretrained(final)
+        # a LoRA run's final/ is merged, so it loads as a plain AutoModelFor*Classification
+        # (checkpoints keep the adapter only, which is what resume needs)
+        to_save = hf_model.merge_and_unload() if hasattr(hf_model, "merge_and_unload") else hf_model
+        to_save.save_pretrained(final)
         tokenizer.save_pretrained(final)
         if goal_meta is not None:
             save_goal_vector(final, goal, goal_meta)
