@@ -83,8 +83,8 @@ class HeadedLM(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.trunk(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        hidden = self.trunk(  # no KV cache: it is never reused here and costs memory and time
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
         ).last_hidden_state
         return self.head(hidden).float(), hidden
 

@@ -59,7 +59,7 @@ class TokenRewardModel(nn.Module):
         """
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.trunk(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
         ).last_hidden_state
         if keep_last > 0:
             hidden = hidden[:, -keep_last:]

@@ -77,6 +77,7 @@ def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
             attention_mask=batch.attention_mask,
             position_ids=positions,
             logits_to_keep=wc + 1,
+            use_cache=False,  # a training forward: a KV cache would only cost time and memory
         )
         .logits[:, :-1]
         .float()
