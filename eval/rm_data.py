@@ -27,13 +27,21 @@ from telos.tracking import progress
 from telos.types import SamplingParams
 
 
-def _engine(model_path: str):
+def _prepare(args: argparse.Namespace):
+    """What both commands start from: the verifier, the problems, an engine and the prompts.
+    Every argument is checked before the model loads."""
     from rollout.engine import make_engine
     from telos.models import check_model_path, load_tokenizer
 
-    check_model_path(model_path)
-    tokenizer = load_tokenizer(model_path)
-    return make_engine("hf", load_generation_model(model_path), tokenizer), tokenizer
+    reward_fn = resolve_reward_function(args.reward)
+    rows = load_rows(args.data, limit=args.limit, seed=args.seed)
+    if not rows:
+        raise UserError(f"data {args.data!r} has no problems")
+    check_model_path(args.model)
+    tokenizer = load_tokenizer(args.model)
+    engine = make_engine("hf", load_generation_model(args.model), tokenizer)
+    prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
+    return reward_fn, rows, engine, prompts
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -63,12 +71,7 @@ def make_pairs(
 
 def preferences_command(args: argparse.Namespace) -> int:
     _check_positive(samples=args.samples, pairs_per_prompt=args.pairs_per_prompt, max_tokens=args.max_tokens)
-    reward_fn = resolve_reward_function(args.reward)
-    rows = load_rows(args.data, limit=args.limit, seed=args.seed)
-    if not rows:
-        raise UserError(f"data {args.data!r} has no problems")
-    engine, tokenizer = _engine(args.model)
-    prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
+    reward_fn, rows, engine, prompts = _prepare(args)
     params = SamplingParams(
         n=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed
     )
@@ -114,14 +117,9 @@ def split_steps(text: str) -> list[str]:
 
 def process_labels_command(args: argparse.Namespace) -> int:
     _check_positive(solutions=args.solutions, rollouts=args.rollouts, max_tokens=args.max_tokens)
-    reward_fn = resolve_reward_function(args.reward)
-    rows = load_rows(args.data, limit=args.limit, seed=args.seed)
-    if not rows:
-        raise UserError(f"data {args.data!r} has no problems")
-    engine, tokenizer = _engine(args.model)
+    reward_fn, rows, engine, prompts = _prepare(args)
     out_rows = []
     try:
-        prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
         sol_params = SamplingParams(
             n=args.solutions, temperature=1.0, max_tokens=args.max_tokens, seed=args.seed
         )

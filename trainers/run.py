@@ -76,9 +76,7 @@ def _check_semantics(recipe) -> None:
         "data.num_test": recipe.data.num_test,
         "sampling.top_k": recipe.sampling.top_k,
     }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"'{key}' must be ≥ 0, got {value}")
+    _at_least(non_negative, 0)
     if not 0.0 < recipe.sampling.top_p <= 1.0:
         raise UserError(f"'sampling.top_p' must be in (0, 1], got {recipe.sampling.top_p}")
     positive = {
@@ -91,9 +89,7 @@ def _check_semantics(recipe) -> None:
         "sampling.max_tokens": recipe.sampling.max_tokens,
         **_algorithm_counts(recipe),
     }
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"'{key}' must be ≥ 1, got {value}")
+    _at_least(positive, 1)
     if recipe.sampling.num_generations < 2:
         raise UserError("'sampling.num_generations' must be ≥ 2: group advantages need at least two answers")
     if recipe.trainer == "oreal":
@@ -104,6 +100,13 @@ def _check_semantics(recipe) -> None:
         raise UserError(
             f"'engine.backend' {recipe.engine.backend!r} is not available in this build; valid: hf"
         )
+
+
+def _at_least(values: dict[str, float], minimum: float) -> None:
+    """Each recipe key's value must be ≥ ``minimum``; the first that is not is the error."""
+    for key, value in values.items():
+        if value < minimum:
+            raise UserError(f"'{key}' must be ≥ {minimum}, got {value}")
 
 
 def _check_common(recipe) -> None:
@@ -137,9 +140,7 @@ def _check_rm(recipe) -> None:
         "train.keep_last": t.keep_last,
         "rm.position_pairs": rm.position_pairs,
     }
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"'{key}' must be ≥ 1, got {value}")
+    _at_least(positive, 1)
     non_negative = {
         "train.steps": t.steps,
         "train.warmup_steps": t.warmup_steps,
@@ -148,9 +149,7 @@ def _check_rm(recipe) -> None:
         "rm.contrastive_weight": rm.contrastive_weight,
         "rm.goal_examples": rm.goal_examples,
     }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"'{key}' must be ≥ 0, got {value}")
+    _at_least(non_negative, 0)
     if recipe.data.max_length is not None and recipe.data.max_length < 2:
         raise UserError(f"'data.max_length' must be ≥ 2 or null, got {recipe.data.max_length}")
 
@@ -175,9 +174,7 @@ def _check_oreal(recipe) -> None:
         "oreal.neg_weight": o.neg_weight,
         "oreal.freeze_policy_steps": o.freeze_policy_steps,
     }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"'{key}' must be ≥ 0, got {value}")
+    _at_least(non_negative, 0)
 
 
 def _check_model(name: str) -> None:
