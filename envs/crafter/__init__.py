@@ -1,0 +1,1 @@
+"""Crafter, the embedded Minecraft-like world (see env.py)."""
