@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_grpo_with_lora_trains_and_saves_adapter(tmp_path, write_recipe, subprocess_env):
