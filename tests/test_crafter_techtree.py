@@ -24,10 +24,11 @@ def test_rules_come_from_the_game():
 
 
 def test_iron_pickaxe_plan_by_hand():
-    """Crafter's rules: table 1 wood... read from data.yaml: table uses wood 1? The plan below
-    spends exactly what data.yaml says: table (wood ×T), wood pickaxe (wood 1), furnace (stone
-    ×F, table in reach), stone pickaxe (wood 1, stone 1), iron pickaxe (wood 1, coal 1, iron 1,
-    table and furnace in reach); each ingredient is taken when held."""
+    """The plan spends exactly what Crafter's data.yaml says: table (wood ×T), wood pickaxe
+    (wood 1, table in reach), furnace (stone ×F), stone pickaxe (wood 1, stone 1), iron pickaxe
+    (wood 1, coal 1, iron 1, table and furnace in reach). Each ingredient is taken as soon as
+    it is held, so the wood collected for the iron pickaxe is not spent again on the stone
+    pickaxe that iron needs: a second "collect tree" follows "collect coal"."""
     r = RULES()
     t, f = r.place["table"]["uses"]["wood"], r.place["furnace"]["uses"]["stone"]
     tree = lambda n: f"collect tree ×{n}" if n > 1 else "collect tree"  # noqa: E731
