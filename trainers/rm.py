@@ -139,12 +139,16 @@ def evaluate_rm(recipe: RMRecipe, net, items: list, pad_id: int, device) -> floa
         return float("nan")
     net.eval()
     right = total = 0.0
-    gen = torch.Generator().manual_seed(0)
     for s in range(0, len(items), recipe.train.micro_batch_size):
         chunk = items[s : s + recipe.train.micro_batch_size]
-        _, metrics, _ = _batch_loss(recipe, net, chunk, pad_id, device, gen)
-        weight = len(chunk) if recipe.rm.kind != "prm" else sum(len(r.labels) for r in chunk)
-        right += metrics["accuracy"] * weight
+        if recipe.rm.kind == "prm":
+            _, metrics, _ = step_loss(recipe, net, chunk, pad_id, device)
+            weight = sum(len(r.labels) for r in chunk)
+            right += metrics["accuracy"] * weight
+        else:  # only the rewards: the contrastive term plays no part in pairwise accuracy
+            r_c, r_r, _, _ = _forward_pairs(net, chunk, pad_id, device)
+            weight = len(chunk)
+            right += float((r_c > r_r).float().sum())
         total += weight
     net.train()
     return right / total
