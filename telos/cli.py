@@ -20,6 +20,8 @@ COMMANDS = {
     "check": "trainers.run:check_command",
     "eval math": "eval.math:eval_math_command",
     "eval rm": "eval.rm:eval_rm_command",
+    "eval minecraft": "eval.minecraft:eval_minecraft_command",
+    "data crafter-play": "agents.play_data:crafter_play_command",
     "data preferences": "eval.rm_data:preferences_command",
     "data process-labels": "eval.rm_data:process_labels_command",
 }
@@ -75,8 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--aggregate", default="min", help="PRM solution score: min | last | prod")
     r.add_argument("--out", default=None, help="directory for results.json, report.md and PNGs")
 
-    data = sub.add_parser("data", help="build reward-model training data with a policy and a verifier")
+    mc = ev_sub.add_parser("minecraft", help="planner + controller agents on a Crafter/MineDojo task suite")
+    mc.add_argument("--suite", default="crafter-techtree", help="suite name (eval/suites) or a .yaml file")
+    mc.add_argument("--planner", default="oracle", help="oracle | llm:PATH_OR_HUB_ID | openai:URL#MODEL")
+    mc.add_argument("--controller", default="scripted", help="scripted | learned:PATH")
+    mc.add_argument("--episodes", type=int, default=20, help="episodes per task (seeds SEED..SEED+N-1)")
+    mc.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    mc.add_argument("--out", required=True, help="directory for results.json, report.md, success.png")
+    mc.add_argument("--record", type=int, default=0, help="write GIFs of the first K episodes")
+    mc.add_argument("--seed", type=int, default=0, help="first world seed")
+    mc.add_argument("--env", default="crafter", help="crafter | minedojo")
+    mc.add_argument("--memory", default=None, help="plan memory (.jsonl): read, and extended with successes")
+    mc.add_argument("--max-replans", type=int, default=4)
+    mc.add_argument("--budget", type=int, default=None, help="override every task's step budget")
+    mc.add_argument("--balrog", type=int, default=0, help="also run N open-ended 2,000-step episodes")
+    mc.add_argument("--planner-option", action="append", help="KEY=VALUE (temperature=0.7, max_tokens=96)")
+    mc.add_argument(
+        "--controller-option", action="append", help="KEY=VALUE (see ScriptedConfig / LearnedController)"
+    )
+
+    data = sub.add_parser("data", help="build training data (reward models, agents)")
     d_sub = data.add_subparsers(dest="data_kind", required=True)
+    cp = d_sub.add_parser("crafter-play", help="oracle + scripted play with noise, for GCBC (trainer: gcbc)")
+    cp.add_argument("--out", required=True, help="output .npz")
+    cp.add_argument("--episodes", type=int, default=200)
+    cp.add_argument("--suite", default="crafter-techtree", help="tasks to play, cycled")
+    cp.add_argument("--noise", type=float, default=0.1, help="probability of a random action")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--budget", type=int, default=None, help="override the tasks' step budgets")
     for kind, help_text in (
         ("preferences", "correct-vs-wrong answer pairs for the same prompt"),
         ("process-labels", "Math-Shepherd step labels from completions of each step prefix"),

@@ -26,17 +26,13 @@ def test_rules_come_from_the_game():
 def test_iron_pickaxe_plan_by_hand():
     """The plan spends exactly what Crafter's data.yaml says: table (wood ×T), wood pickaxe
     (wood 1, table in reach), furnace (stone ×F), stone pickaxe (wood 1, stone 1), iron pickaxe
-    (wood 1, coal 1, iron 1, table and furnace in reach). Each ingredient is taken as soon as
-    it is held, so the wood collected for the iron pickaxe is not spent again on the stone
-    pickaxe that iron needs: a second "collect tree" follows "collect coal"."""
+    (wood 1, coal 1, iron 1, table and furnace in reach). Each material's total is collected
+    at its first collection: wood T + 3, stone F + 1."""
     r = RULES()
     t, f = r.place["table"]["uses"]["wood"], r.place["furnace"]["uses"]["stone"]
-    tree = lambda n: f"collect tree ×{n}" if n > 1 else "collect tree"  # noqa: E731
-    stone = lambda n: f"collect stone ×{n}" if n > 1 else "collect stone"  # noqa: E731
     assert _plan("make_iron_pickaxe") == [
-        tree(t), "place table", "collect tree", "make wood_pickaxe", stone(f), "place furnace",
-        "collect tree", "collect coal", "collect tree", "collect stone", "make stone_pickaxe",
-        "collect iron", "make iron_pickaxe",
+        f"collect tree ×{t + 3}", "place table", "make wood_pickaxe", f"collect stone ×{f + 1}",
+        "place furnace", "collect coal", "make stone_pickaxe", "collect iron", "make iron_pickaxe",
     ]  # fmt: skip
 
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.config import choices_field, path_field
+from trainers.gcbc_recipe import GCBCRecipe
 from trainers.model_section import ModelSection
 from trainers.nft import NFTConfig
 from trainers.oreal import OREALConfig
+from trainers.planner_sft_recipe import PlannerSFTRecipe
 from trainers.rm_recipe import RMRecipe
 
 
@@ -153,4 +155,11 @@ class OREALRecipe(RLRecipe):
     oreal: OREALSection = field(default_factory=OREALSection)
 
 
-RECIPES: dict[str, type] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe, "rm": RMRecipe}
+RECIPES: dict[str, type] = {
+    "grpo": GRPORecipe,
+    "nft": NFTRecipe,
+    "oreal": OREALRecipe,
+    "rm": RMRecipe,
+    "gcbc": GCBCRecipe,
+    "planner_sft": PlannerSFTRecipe,
+}

@@ -17,10 +17,19 @@ from trainers.tiny import TINY_TASKS
 
 
 def _trainers() -> dict[str, Callable]:
+    from trainers.gcbc import train_gcbc
+    from trainers.planner_sft import train_planner_sft
     from trainers.rl import train_rl
     from trainers.rm import train_rm
 
-    return {"grpo": train_rl, "nft": train_rl, "oreal": train_rl, "rm": train_rm}
+    return {
+        "grpo": train_rl,
+        "nft": train_rl,
+        "oreal": train_rl,
+        "rm": train_rm,
+        "gcbc": train_gcbc,
+        "planner_sft": train_planner_sft,
+    }
 
 
 def load_recipe(path: str, overrides: list[str] | None = None):
@@ -47,6 +56,14 @@ def _about(key: str) -> Iterator[None]:
 
 def _check_semantics(recipe) -> None:
     """Checks a type system cannot express, still made before any work starts."""
+    if recipe.trainer == "planner_sft":
+        from trainers.planner_sft_recipe import check_planner_sft
+
+        return check_planner_sft(recipe)
+    if recipe.trainer == "gcbc":
+        from trainers.gcbc_recipe import check_gcbc
+
+        return check_gcbc(recipe)
     if recipe.trainer == "rm":
         return _check_rm(recipe)
     from envs.math.prompts import TEMPLATES
@@ -208,9 +225,14 @@ def _query(params: dict) -> str:
 def check_command(args: argparse.Namespace) -> int:
     recipe, _ = load_recipe(args.recipe, args.overrides)
     steps = f"{recipe.train.steps} steps" if recipe.train.steps else f"{recipe.train.epochs} epoch(s)"
+    model = getattr(recipe.model, "name_or_path", recipe.trainer)  # gcbc: a policy built from scratch
+    data = (
+        getattr(recipe.data, "train", None)
+        or getattr(recipe.data, "path", None)
+        or getattr(recipe.data, "suite", None)  # planner_sft: generated from a task suite
+    )
     print(
-        f"ok: {args.recipe} — trainer {recipe.trainer}, model {recipe.model.name_or_path}, "
-        f"data {recipe.data.train}, {steps} → {recipe.run_dir}"
+        f"ok: {args.recipe} — trainer {recipe.trainer}, model {model}, data {data}, {steps} → {recipe.run_dir}"
     )
     return 0
 

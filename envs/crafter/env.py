@@ -13,6 +13,7 @@ for −y, east for +x. ``local_view`` rows run north → south, columns west →
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,7 @@ class CrafterConfig:
     length: int = 10_000  # steps before truncation (Crafter's default episode length)
     size: int = 64  # rendered image side in pixels
     area: int = 64  # world side in cells
+    cache_worlds: int = 64  # freshly generated worlds kept per seed (generation takes ~1 s)
 
 
 class CrafterEnv:
@@ -139,11 +141,24 @@ class CrafterEnv:
         self.actions = list(crafter.constants.actions)
         self._names = None
         self._step = 0
+        self._worlds: dict[int, Any] = {}
 
     def reset(self, seed: int | None = None) -> tuple[dict, dict]:
-        if seed is not None:  # Crafter seeds a world from (seed, episode count): restart the count
-            self._env._seed, self._env._episode = seed, 0
-        image = self._env.reset()
+        if seed is not None and seed in self._worlds:
+            # a deep copy of the just-generated game, RNG state included: the same world as a
+            # fresh reset with this seed, without the second of noise-based world generation.
+            # (Crafter keeps each chunk's creatures in a set, iterated in memory order, so which
+            # creature despawns first can differ from a fresh reset after a few hundred steps.)
+            self._env = copy.deepcopy(self._worlds[seed])
+            image = self._env._obs()
+        else:
+            if seed is not None:  # Crafter seeds a world from (seed, episode count): restart the count
+                self._env._seed, self._env._episode = seed, 0
+            image = self._env.reset()
+            if seed is not None and self.config.cache_worlds > 0:
+                if len(self._worlds) >= self.config.cache_worlds:
+                    self._worlds.pop(next(iter(self._worlds)))
+                self._worlds[seed] = copy.deepcopy(self._env)
         self._names = self._names or semantic_names(self._env)
         self._step = 0
         self._unlocked: set[str] = set()

@@ -131,4 +131,23 @@ def oracle_plan(
         make(target)
     else:
         raise UserError(f"the oracle plans collect_*, place_* and make_* achievements, not {goal!r}")
-    return steps
+    return _gather_early(steps)
+
+
+def _gather_early(steps: list[Subgoal]) -> list[Subgoal]:
+    """Collect each material's total at its first collection (one trip to the trees, not one
+    per recipe). Safe: the tools a material needs are held by its first collection, and
+    collected items are only spent later. Skipped where the total passes Crafter's cap of 9."""
+    totals: dict[str, int] = {}
+    for s in steps:
+        if s.verb == "collect":
+            totals[s.target] = totals.get(s.target, 0) + s.count
+    out: list[Subgoal] = []
+    seen: set[str] = set()
+    for s in steps:
+        if s.verb != "collect" or totals[s.target] > 9:
+            out.append(s)
+        elif s.target not in seen:
+            seen.add(s.target)
+            out.append(Subgoal("collect", s.target, totals[s.target]))
+    return out

@@ -1,0 +1,118 @@
+"""The agent's own map: where it is (by dead reckoning) and what it has seen, plus path search.
+
+No privileged information: the position is integrated from the agent's own moves. Crafter's
+player acts first in a step, on the state the agent just observed, so whether a move succeeds
+is known from the view it was chosen on: the target cell must be walkable (grass, sand, path,
+or lava) and free of creatures, and a sleeping player does not move. The map is in the agent's
+own frame: the start cell is (0, 0), x grows east, y south.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+
+from agents.types import AgentView
+
+Cell = tuple[int, int]
+WALKABLE = frozenset({"grass", "sand", "path"})
+CREATURES = frozenset({"player", "cow", "zombie", "skeleton", "arrow", "plant"})
+MOVES = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
+DIRECTIONS = {v: k for k, v in MOVES.items()}
+# what is under a creature when the cell was never seen bare: where each kind lives
+_GROUND_UNDER = {"skeleton": "path", "arrow": "path"}
+
+
+def add(a: Cell, b: Cell) -> Cell:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+def neighbours(c: Cell) -> list[Cell]:
+    return [add(c, d) for d in MOVES.values()]
+
+
+class SpatialMap:
+    def __init__(self) -> None:
+        self.pos: Cell = (0, 0)
+        self.facing: Cell = (0, 1)  # Crafter's player starts facing south
+        self.cells: dict[Cell, str] = {}
+        self.creatures: dict[Cell, str] = {}  # as of the last view only
+
+    def view_cells(self, view: AgentView) -> Iterable[tuple[Cell, str | None]]:
+        rows, cols = len(view.local_view), len(view.local_view[0])
+        for r, row in enumerate(view.local_view):
+            for c, name in enumerate(row):
+                yield (self.pos[0] + c - cols // 2, self.pos[1] + r - rows // 2), name
+
+    def observe(self, view: AgentView) -> None:
+        """Write the view into the map at the current position."""
+        self.creatures = {}
+        for cell, name in self.view_cells(view):
+            if name is None:
+                self.cells[cell] = "outside"
+            elif name in CREATURES:
+                if name != "player":
+                    self.creatures[cell] = name
+                self.cells.setdefault(cell, _GROUND_UNDER.get(name, "grass"))
+            else:
+                self.cells[cell] = name
+
+    def apply(self, before: AgentView, action: str) -> None:
+        """Dead reckoning: update position and facing for ``action`` taken on ``before``."""
+        if action not in MOVES or (before.sleeping and before.vitals.get("energy", 0) < 9):
+            return
+        d = MOVES[action]
+        self.facing = d
+        rows, cols = len(before.local_view), len(before.local_view[0])
+        target = before.local_view[rows // 2 + d[1]][cols // 2 + d[0]]
+        if target in WALKABLE or target == "lava":
+            self.pos = add(self.pos, d)
+
+    def get(self, cell: Cell) -> str:
+        return self.cells.get(cell, "unknown")
+
+    def known(self, names: set[str] | frozenset[str]) -> list[Cell]:
+        return [c for c, n in self.cells.items() if n in names]
+
+    def search(
+        self,
+        cost: Callable[[Cell, str], float | None],
+        is_goal: Callable[[Cell], bool],
+        max_expand: int = 6000,
+    ) -> list[Cell] | None:
+        """Dijkstra from the current position; ``cost(cell, name)`` is the price of entering a
+        cell (None: impassable). Returns the cells to walk through, goal last ([] if the
+        agent stands on a goal), or None when no goal is reachable."""
+        start = self.pos
+        if is_goal(start):
+            return []
+        dist = {start: 0.0}
+        parent: dict[Cell, Cell] = {}
+        heap = [(0.0, start)]
+        expanded = 0
+        while heap and expanded < max_expand:
+            d, cell = heapq.heappop(heap)
+            if d > dist.get(cell, float("inf")):
+                continue
+            if cell != start and is_goal(cell):
+                path = [cell]
+                while path[-1] in parent and parent[path[-1]] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            expanded += 1
+            for nxt in neighbours(cell):
+                step = cost(nxt, self.get(nxt))
+                if step is None:
+                    continue
+                nd = d + step
+                if nd < dist.get(nxt, float("inf")):
+                    dist[nxt] = nd
+                    parent[nxt] = cell
+                    heapq.heappush(heap, (nd, nxt))
+        return None
+
+    def is_frontier(self, cell: Cell) -> bool:
+        """A known, enterable cell next to never-seen ones: walking there reveals new ground."""
+        return self.get(cell) not in ("unknown", "outside") and any(
+            self.get(n) == "unknown" for n in neighbours(cell)
+        )

@@ -1,0 +1,1 @@
+"""MineDojo (real Minecraft) behind the Crafter wrapper's interface (see env.py)."""

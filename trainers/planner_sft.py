@@ -1,0 +1,309 @@
+"""Planner SFT (``trainer: planner_sft``): a causal LM learns to write the oracle's Crafter plans.
+
+Why generated data: the oracle labels any state exactly, so the only question is whether the
+prompts look like what the agent loop sends. They are built with the loop's own prompt builder
+from views of real ``CrafterEnv`` episodes (random walks, so the text varies), with a task of the
+suite, an inventory of consistent partial progress (the inventory after executing a random
+prefix of the oracle plan on paper, sometimes mid-collection, sometimes with a stray item),
+stations sometimes still in reach, and sometimes a failure line and 0–2 retrieved plans for the
+same task. The text observation is regenerated from the sampled inventory so it never
+contradicts it. The held-out set comes from other worlds; its score is the exact match of the
+greedy plan with the oracle's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agents.planners import SETTINGS_FILE, execute_on_paper, goal_plan
+from agents.plans import format_plan, parse_plan
+from agents.prompts import planner_prompt
+from agents.types import AgentView, Goal, MemoryEntry, PlanRequest
+from envs.crafter.env import CrafterConfig, CrafterEnv, text_observation
+from envs.crafter.techtree import RULES, Subgoal
+from eval.suites import load_suite
+from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from telos.config import save_yaml, to_dict
+from telos.errors import UserError
+from telos.plots import plot_metrics
+from telos.tracking import Tracker, progress, read_metrics
+from trainers.planner_sft_recipe import PlannerDataSection, PlannerSFTRecipe
+from trainers.rollout_batch import PromptSampler
+from trainers.sft import sft_batch, warmup_cosine
+
+WALK_ACTIONS = ("noop", "move_left", "move_right", "move_up", "move_down", "do")
+STRAY_ITEMS = ("sapling", "wood", "stone", "coal")
+FAILURES = (
+    "subgoal '{s}' failed: no {t} in view",
+    "subgoal '{s}' timed out",
+    "subgoal '{s}' failed: the agent took damage and fled",
+    "Your last plan was rejected: step {i} ({s}): needs {t} first",
+)
+PLOT_GROUPS = {"loss": ["loss"], "exact_match": ["eval_exact_match"]}
+
+
+@dataclass
+class PlanExample:
+    prompt: str
+    target: str  # format_plan of the oracle plan: the completion trained on
+    subgoals: list[Subgoal]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def record_views(episodes: int, per_episode: int, max_gap: int, seed: int) -> list[AgentView]:
+    """Views along random walks in ``episodes`` Crafter worlds (seeded; a world costs ~1.5 s
+    to generate, so each gives many views)."""
+    rng = random.Random(seed)
+    env = CrafterEnv(CrafterConfig(seed=seed))
+    views: list[AgentView] = []
+    for e in progress(range(episodes), "crafter worlds"):
+        obs, info = env.reset(seed=seed * 1000 + e)
+        for _ in range(per_episode):
+            for _ in range(rng.randint(1, max_gap)):
+                obs, _, terminated, truncated, info = env.step(rng.choice(WALK_ACTIONS))
+                if terminated or truncated:
+                    obs, info = env.reset(seed=seed * 1000 + e + 500_000)
+            views.append(AgentView.from_env(obs, info))
+    return views
+
+
+def sample_progress(
+    rng: random.Random, goal: Goal, d: PlannerDataSection
+) -> tuple[dict[str, int], frozenset[str]]:
+    """An inventory and stations some way along the oracle plan from scratch."""
+    full = goal_plan(goal, {}, frozenset())
+    done = full[: rng.randrange(len(full))]
+    nxt = full[len(done)]
+    if nxt.verb == "collect" and nxt.count > 1 and rng.random() < 0.5:
+        done = [*done, Subgoal("collect", nxt.target, rng.randint(1, nxt.count - 1))]
+    inventory, placed = execute_on_paper(done, {}, frozenset())
+    if rng.random() < d.extra_item_prob:
+        item = rng.choice(STRAY_ITEMS)
+        inventory[item] = min(9, inventory.get(item, 0) + rng.randint(1, 2))
+    return inventory, frozenset(s for s in placed if rng.random() < d.stations_prob)
+
+
+def _failure(rng: random.Random, plan: list[Subgoal]) -> str:
+    i = rng.randrange(len(plan))
+    s = plan[i]
+    need = next(iter(RULES().collect[s.target]["receive"])) if s.verb == "collect" else "wood"
+    return rng.choice(FAILURES).format(s=s, t=s.target if s.verb == "collect" else need, i=i + 1)
+
+
+def make_example(
+    rng: random.Random, view: AgentView, goals: list[Goal], d: PlannerDataSection
+) -> PlanExample:
+    goal = rng.choice(goals)
+    while True:
+        inventory, stations = sample_progress(rng, goal, d)
+        subgoals = goal_plan(goal, inventory, stations)
+        if subgoals:
+            break
+    held = {**inventory, **view.vitals}
+    text = text_observation(view.local_view, held, view.facing, view.daylight, view.sleeping)
+    shown = dataclasses.replace(view, text=text, inventory=inventory)
+    memories = []
+    if rng.random() < d.memory_prob:
+        for _ in range(rng.randint(1, max(1, d.max_memories))):
+            inv, st = sample_progress(rng, goal, d)
+            plan = goal_plan(goal, inv, st) or subgoals
+            memories.append(MemoryEntry(goal.task_id, view.text, tuple(str(s) for s in plan)))
+    failure = _failure(rng, subgoals) if rng.random() < d.failure_prob else None
+    request = PlanRequest(goal, shown, memories, failure, stations)
+    prompt = planner_prompt(request, instructions=d.instructions, max_memories=d.max_memories)
+    return PlanExample(prompt, format_plan(subgoals), subgoals)
+
+
+def make_examples(d: PlannerDataSection, views: list[AgentView], n: int, seed: int) -> list[PlanExample]:
+    suite = load_suite(d.suite, RULES().achievements)
+    goals = [Goal(t.id, t.achievement, dict(t.inventory)) for t in suite.tasks]
+    rng = random.Random(seed)
+    return [make_example(rng, views[i % len(views)], goals, d) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_plans(model, tokenizer, examples: list[PlanExample], max_tokens: int, batch_size: int) -> dict:
+    """Greedy plans for ``examples``: exact match (parsed plan == oracle plan), the share that
+    parses cleanly, and the predictions (for the report)."""
+    from rollout.engine import make_engine
+    from telos.types import SamplingParams
+
+    engine = make_engine("hf", model, tokenizer, max_batch_size=batch_size)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=["\nTask:"])
+    texts = [c.text for c in engine.generate([e.prompt for e in examples], params)]
+    parsed = [parse_plan(t) for t in texts]
+    exact = [subgoals == e.subgoals for (subgoals, _), e in zip(parsed, examples, strict=True)]
+    clean = [not errors and bool(subgoals) for subgoals, errors in parsed]
+    n = max(1, len(examples))
+    return {"exact_match": sum(exact) / n, "parse_ok": sum(clean) / n, "texts": texts, "exact": exact}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_from: Path | None):
+    from telos.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
+
+    m = recipe.model
+    if m.name_or_path == "tiny":
+        # a resumed run reads the tokenizer it trained with (the corpus would give the same one)
+        tokenizer = (
+            load_tokenizer(str(resume_from)) if resume_from else build_tokenizer(corpus, m.tiny.vocab_size)
+        )
+        return build_tiny_model(m.tiny, tokenizer, seed=recipe.train.seed), tokenizer
+    tokenizer = load_tokenizer(m.name_or_path)
+    model = load_model(m.name_or_path, m.dtype, m.lora)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tokenizer
+
+
+def _check_lengths(recipe: PlannerSFTRecipe, tokenizer, examples: list[PlanExample]) -> int:
+    longest = max(
+        len(tokenizer(e.prompt + e.target)["input_ids"]) + 1
+        for e in examples[:: max(1, len(examples) // 500)]
+    )
+    limit = recipe.model.tiny.max_position_embeddings
+    if recipe.model.name_or_path == "tiny" and longest > limit:
+        raise UserError(
+            f"examples reach {longest} tokens but 'model.tiny.max_position_embeddings' is {limit}; "
+            "raise it or 'model.tiny.vocab_size' (longer tokens)"
+        )
+    return longest
+
+
+def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) -> dict:
+    r, d, t = recipe, recipe.data, recipe.train
+    run_dir = Path(r.run_dir)
+    started = time.perf_counter()
+    torch.manual_seed(t.seed)
+    views = record_views(d.episodes, d.states_per_episode, d.steps_between_states, d.seed)
+    test_views = record_views(
+        max(1, d.episodes // 4), d.states_per_episode, d.steps_between_states, d.seed + 7919
+    )
+    train = make_examples(d, views, d.num_train, d.seed)
+    test = make_examples(d, test_views, d.num_test, d.seed + 104_729)
+    data_seconds = time.perf_counter() - started
+
+    resume_from = resolve_resume(r.resume, run_dir)
+    model, tokenizer = _model_and_tokenizer(r, [e.prompt + e.target for e in train[:3000]], resume_from)
+    longest = _check_lengths(r, tokenizer, train)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).train()
+    pairs = [(e.prompt, e.target) for e in train]
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(t.warmup_steps, t.steps))
+    state = {"step": 0, "cursor": 0}
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+    save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
+    sampler = PromptSampler(len(pairs), t.seed, state["cursor"])
+    tracker = Tracker(
+        run_dir,
+        total_steps=t.steps,
+        start_step=state["step"],
+        report_to=r.report_to,
+        config=to_dict(r),
+        progress_keys=["loss", "eval_exact_match"],
+        description=f"planner_sft {r.name}",
+    )
+    train_started = time.perf_counter()
+    for step in range(state["step"] + 1, t.steps + 1):
+        batch = sft_batch(tokenizer, [pairs[i] for i in sampler.take(t.batch_size)])
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        metrics = {"loss": float(loss.detach()), "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
+        if step == t.steps:
+            metrics["eval_exact_match"] = evaluate_plans(model, tokenizer, test[:64], t.eval_max_tokens, 64)[
+                "exact_match"
+            ]
+            model.train()
+        tracker.log(step, metrics)
+        if step % t.save_every == 0 or step == t.steps:
+            save_checkpoint(
+                run_dir,
+                step,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                trainer_state={"step": step, "cursor": sampler.cursor},
+                tokenizer=tokenizer,
+                keep_last=t.keep_last,
+            )
+    tracker.close()
+    train_seconds = time.perf_counter() - train_started
+    model.eval()
+    result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
+    final = _save_final(r, model, tokenizer, run_dir)
+    summary = {
+        "name": r.name,
+        "trainer": "planner_sft",
+        "model": r.model.name_or_path,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": t.steps,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "longest_example_tokens": longest,
+        "eval_exact_match": result["exact_match"],
+        "eval_accuracy": result["exact_match"],
+        "eval_parse_ok": result["parse_ok"],
+        "data_seconds": round(data_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "model_dir": str(final),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plots = plot_metrics(read_metrics(run_dir), run_dir / "plots", PLOT_GROUPS)
+    _write_report(run_dir, summary, test, result, plots)
+    return summary
+
+
+def _save_final(r: PlannerSFTRecipe, model, tokenizer, run_dir: Path) -> Path:
+    """``final/`` = model + tokenizer + the prompt settings, written atomically."""
+    final, tmp = run_dir / "final", run_dir / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    to_save.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    settings = {"instructions": r.data.instructions, "max_memories": r.data.max_memories, "chat": False}
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def _write_report(
+    run_dir: Path, summary: dict, test: list[PlanExample], result: dict, plots: list[Path]
+) -> None:
+    lines = [f"# Planner SFT: {summary['name']}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary.items()]
+    lines += ["", *[f"![{p.stem}](plots/{p.name})" for p in plots], ""]
+    wrong = [i for i, ok in enumerate(result["exact"]) if not ok]
+    shown = (wrong + [i for i in range(len(test)) if i not in wrong])[:4]
+    lines.append("## Held-out examples (mismatches first)")
+    for i in shown:
+        verdict = "exact" if result["exact"][i] else "MISMATCH"
+        prompt_tail = test[i].prompt.split("Task:", 1)[-1]
+        lines += ["", f"### {verdict}", "```", "Task:" + prompt_tail.rstrip(), "```"]
+        lines += ["oracle:", "```", test[i].target, "```", "model:", "```", result["texts"][i].strip(), "```"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
