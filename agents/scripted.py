@@ -45,6 +45,11 @@ class ScriptedConfig:
     eat_below: int = 4  # hunt a visible cow when food ≤ this
     sleep_below: int = 2  # sleep when energy ≤ this
     night_below: float = 0.35  # daylight under which a pickaxe holder waits in a shelter
+    retreat_below: int = 3  # health at which a pickaxe holder hides in a shelter to heal ...
+    healed: int = 7  # ... until health is back to this
+    hunt_below: int = 3  # food at which the agent goes looking for cows it cannot see
+    spare_wood: int = 2  # extra wood gathered (once) for a wood and a stone sword
+    spare_stone: int = 1  # extra stone gathered (once) for the stone sword
     place_budget: int = 300
     make_budget: int = 300
     repath_every: int = 12  # steps before a cached path is searched again
@@ -68,6 +73,10 @@ class ScriptedController(Controller):
         self.view: AgentView | None = None
         self.subgoal: Subgoal | None = None
         self.tracker: SubgoalTracker | None = None
+        self.target_count = 0
+        self.bank: dict[str, int] = {}  # items gathered beyond the plan, which swords may use
+        self._extra: tuple[str | None, int] = (None, 0)
+        self.cows: dict[Cell, int] = {}  # cow positions seen, with the step last seen
         self.work_steps = 0  # steps spent on the current subgoal (reflexes excluded)
         self.failure = ""
         self.mode = ""  # the reflex in control, "" for the subgoal
@@ -88,24 +97,41 @@ class ScriptedController(Controller):
 
     def start(self, subgoal: Subgoal, view: AgentView) -> None:
         self.subgoal, self.tracker = subgoal, SubgoalTracker(subgoal)
+        # a little more wood/stone than asked while no stone sword is held: it kills a zombie
+        # in 2 hits instead of 5 (Crafter caps items at 9)
+        item = {"tree": "wood", "stone": "stone"}.get(subgoal.target) if subgoal.verb == "collect" else None
+        wanted = {"wood": self.config.spare_wood, "stone": self.config.spare_stone}.get(item or "", 0)
+        armed = view.inventory.get("stone_sword", 0) > 0
+        extra = 0 if armed or item is None else wanted - self.bank.get(item, 0)
+        extra = max(0, min(extra, 9 - view.inventory.get(item or "", 0) - subgoal.count))
+        self.target_count, self._extra = subgoal.count + extra, (item, extra)
         self.work_steps, self.failure = 0, ""
         self._path, self._path_key = [], None
         if self.view is None:
             self.observe(view)
 
     def status(self, view: AgentView) -> SubgoalStatus:
-        if self.tracker is not None and self.tracker.met:
+        if self.tracker is not None and self.tracker.progress >= self.target_count:
+            item, extra = self._extra
+            if item is not None:
+                self.bank[item] = self.bank.get(item, 0) + extra
+                self._extra = (None, 0)
             return SubgoalStatus("done")
         if self.failure:
             return SubgoalStatus("failed", self.failure)
         return SubgoalStatus("running")
 
     def known_stations(self, reach: int = 25) -> frozenset[str]:
-        """Tables and furnaces remembered within ``reach`` steps (as the crow flies)."""
-        pos = self.map.pos
-        return frozenset(
-            n for c, n in self.map.cells.items() if n in ("table", "furnace") and chebyshev(c, pos) <= reach
-        )
+        """Stations remembered within ``reach`` (as the crow flies) that can be used: a table,
+        and a furnace only where one cell has both in crafting reach (what iron tools need);
+        a furnace elsewhere is not reported, so the planner places a new one by a table."""
+        pos, m = self.map.pos, self.map
+        tables = [c for c in m.known({"table"}) if chebyshev(c, pos) <= reach]
+        furnaces = [c for c in m.known({"furnace"}) if chebyshev(c, pos) <= reach]
+        out = {"table"} if tables else set()
+        if any(chebyshev(t, f) <= 2 for t in tables for f in furnaces):
+            out.add("furnace")
+        return frozenset(out)
 
     def act(self, view: AgentView) -> int:
         if self.view is None:
@@ -135,7 +161,8 @@ class ScriptedController(Controller):
             if self.map.creatures.get(cell) in ("zombie", "skeleton"):
                 self.mode = "fight"
                 return self._face_and(cell, "do")
-        if self.mode == "sleep" or vit["energy"] <= c.sleep_below or self._night(view):
+        hurt = vit["health"] <= c.retreat_below and view.inventory.get("wood_pickaxe", 0) > 0
+        if self.mode == "sleep" or vit["energy"] <= c.sleep_below or self._night(view) or hurt:
             action = self._sleep(view)
             if action is not None:
                 self.mode = "sleep"
@@ -149,10 +176,20 @@ class ScriptedController(Controller):
                     return action
             self.mode = ""
         if self.mode == "eat" or vit["food"] <= c.eat_below:
-            cows = [cell for cell, n in self.map.creatures.items() if n == "cow"]
+            visible = {cell for cell, n in self.map.creatures.items() if n == "cow"}
+            self.cows.update(dict.fromkeys(visible, view.step))
+            self.cows = {k: t for k, t in self.cows.items() if view.step - t < 40}  # cows wander
+            cows = visible or set(self.cows)
             if cows and vit["food"] < 9:
                 self.mode = "eat"
-                return self._interact_cells(set(cows), "do", key=("eat", tuple(sorted(cows))))
+                action = self._interact_cells(cows, "do", key=("eat", tuple(sorted(cows))))
+                if action is not None:
+                    return action
+            if vit["food"] <= c.hunt_below:
+                self.mode = "eat"
+                action = self._explore(view, seek="cow", fail=False)
+                if action is not None:
+                    return action
             self.mode = ""
         return None
 
@@ -212,7 +249,8 @@ class ScriptedController(Controller):
         critical = min(view.vitals["drink"], view.vitals["food"]) <= 2
         if view.vitals["energy"] < 9 and not critical:
             return "sleep"
-        if view.daylight < self.config.night_below and not critical:
+        healing = view.vitals["health"] < self.config.healed
+        if (view.daylight < self.config.night_below or healing) and not critical:
             return "noop"
         self.shelter = None
         return "do" if m.get(a) == "stone" and m.facing == back else None
@@ -322,11 +360,26 @@ class ScriptedController(Controller):
             return all(any(chebyshev(c, s) <= 1 for s in cells) for cells in stations.values())
 
         if in_reach(m.pos):
-            return f"make_{sg.target}"
+            return self._sword_first(view, rule) or f"make_{sg.target}"
         step = self._walk_to(None, key=("make", sg.target), goal=in_reach)
         if step is None:
             return self._fail(f"no cell within reach of {' and '.join(rule['nearby'])} to make {sg.target}")
         return step
+
+    def _sword_first(self, view: AgentView, rule: dict) -> str | None:
+        """At a table, with wood (and stone) banked beyond the plan: make a sword first."""
+        inv, make = view.inventory, RULES().make
+        for sword in ("stone_sword", "wood_sword"):
+            if inv.get(sword, 0) or inv.get("stone_sword", 0):
+                continue
+            need = make[sword]["uses"]
+            if all(
+                min(self.bank.get(t, 0), inv.get(t, 0) - rule["uses"].get(t, 0)) >= k for t, k in need.items()
+            ):
+                for t, k in need.items():
+                    self.bank[t] -= k
+                return f"make_{sword}"
+        return None
 
     # ----------------------------------------------------------------- movement
     def _facing_name(self) -> str:
@@ -406,19 +459,23 @@ class ScriptedController(Controller):
             return DIRECTIONS[(nxt[0] - m.pos[0], nxt[1] - m.pos[1])]
         return self._face_and(nxt, "do")  # tunnel: mine it, then walk in
 
-    def _explore(self, view: AgentView, seek: str | None) -> str:
+    def _explore(self, view: AgentView, seek: str | None, fail: bool = True) -> str | None:
         """Walk to the nearest frontier; for ores prefer frontiers in the mountains."""
         m = self.map
-        mountain = seek in ("stone", "coal", "iron", "diamond")
+        area = (
+            MOUNTAIN if seek in ("stone", "coal", "iron", "diamond") else {"grass"} if seek == "cow" else None
+        )
 
-        def near_mountain(c: Cell) -> bool:
-            return any(m.get((c[0] + dx, c[1] + dy)) in MOUNTAIN for dx in (-2, 0, 2) for dy in (-2, 0, 2))
+        def near_area(c: Cell) -> bool:
+            return any(m.get((c[0] + dx, c[1] + dy)) in area for dx in (-2, 0, 2) for dy in (-2, 0, 2))
 
-        for prefer in (True, False) if mountain else (False,):
-            goal = (lambda c: m.is_frontier(c) and near_mountain(c)) if prefer else m.is_frontier
+        for prefer in (True, False) if area else (False,):
+            goal = (lambda c: m.is_frontier(c) and near_area(c)) if prefer else m.is_frontier
             step = self._walk_to(None, key=("explore", seek, prefer), goal=goal)
             if step is not None:
                 return step
+        if not fail:
+            return None
         what = seek or "a free cell"
         return self._fail(f"explored {len(m.cells)} cells without finding {what}")
 
