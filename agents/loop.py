@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.memory import PlanMemory
+from agents.progress import SubgoalTracker
 from agents.types import AgentView, Controller, Goal, MemoryEntry, Planner, PlanRequest
 
 
@@ -82,6 +83,8 @@ def run_episode(
             failure = None
             for sg in result.subgoals:
                 controller.start(sg, view)
+                # the loop's own count of the subgoal, whatever the controller does beyond it
+                tracker = SubgoalTracker(sg)
                 rec = SubgoalRecord(str(sg), "unfinished", 0)
                 records.append(rec)
                 while steps < budget:
@@ -93,7 +96,8 @@ def run_episode(
                     obs, _, terminated, _, info = env.step(action)
                     steps += 1
                     rec.steps += 1
-                    view = AgentView.from_env(obs, info)
+                    before, view = view, AgentView.from_env(obs, info)
+                    tracker.update(before, env.actions[action], view)
                     controller.observe(view, action)
                     if record:
                         frames.append((obs["image"], f"{goal.task_id}: {sg}"))
@@ -101,10 +105,8 @@ def run_episode(
                     if success or terminated:
                         died = bool(terminated)
                         break
-                if rec.outcome == "unfinished":  # the step that ended the episode may have met it
-                    status = controller.status(view)
-                    if status.state != "running":
-                        rec.outcome, rec.reason = status.state, status.reason
+                if rec.outcome == "unfinished" and tracker.met:  # met by the step that ended it
+                    rec.outcome = "done"
                 if success or died or steps >= budget:
                     break
                 if rec.outcome == "failed":

@@ -79,8 +79,8 @@ class PlanMemory:
         scores = self.task_weight * (np.stack(self._task_vecs) @ tv) + (1 - self.task_weight) * (
             np.stack(self._state_vecs) @ sv
         )
-        order = np.argsort(-scores, kind="stable")
-        return [self.entries[i] for i in order[:k] if self.entries[i].success]
+        order = [i for i in np.argsort(-scores, kind="stable") if self.entries[i].success]
+        return [self.entries[i] for i in order[:k]]
 
     def save(self, path: str | Path | None = None) -> Path:
         target = Path(path) if path else self.path

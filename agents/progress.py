@@ -9,6 +9,8 @@ from __future__ import annotations
 from agents.types import AgentView
 from envs.crafter.techtree import RULES, Subgoal
 
+MAX_ITEMS = 9
+
 
 def _received() -> dict[str, str]:
     """Item → material collected to receive it (wood → tree, drink → water, sapling → grass)."""
@@ -26,7 +28,10 @@ def step_events(before: AgentView, action: str, after: AgentView) -> list[Subgoa
     held_after = {**after.inventory, **after.vitals}
     if action == "do":
         for item, material in received.items():
-            if held_after.get(item, 0) > held_before.get(item, 0):
+            rose = held_after.get(item, 0) > held_before.get(item, 0)
+            # at Crafter's cap of 9 a strike still collects (and unlocks), the count just stays
+            capped = before.facing == material and held_before.get(item, 0) >= MAX_ITEMS
+            if rose or capped:
                 out.append(Subgoal("collect", material))
     elif action.startswith("place_"):
         thing = action[len("place_") :]

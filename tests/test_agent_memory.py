@@ -60,12 +60,6 @@ def test_retrieve_skips_unsuccessful_entries():
     assert [e.plan for e in got] == [("collect tree",)]
 
 
-@pytest.mark.xfail(
-    reason="agents/memory.py PlanMemory.retrieve takes the top k entries and *then* drops the "
-    "unsuccessful ones, so a failed entry in the top k shortens the answer instead of making "
-    "room for the next successful one ('the k most similar successful entries')",
-    strict=True,
-)
 def test_retrieve_returns_k_successful_entries_when_a_failure_ranks_high():
     mem = PlanMemory()
     mem.add(MemoryEntry("collect_wood", FOREST, ("collect stone",), success=False))  # the best match

@@ -187,7 +187,7 @@ def test_check_goal_never_reached():
 # ----------------------------------------------------------------------------- step events
 
 
-def _view(inventory=None, vitals=None, achievements=(), step=0) -> AgentView:
+def _view(inventory=None, vitals=None, achievements=(), step=0, facing="tree") -> AgentView:
     grid = [["grass"] * 9 for _ in range(7)]
     grid[3][4] = "player"
     vit = {"health": 9, "food": 9, "drink": 9, "energy": 9}
@@ -197,7 +197,7 @@ def _view(inventory=None, vitals=None, achievements=(), step=0) -> AgentView:
         local_view=grid,
         inventory=dict(inventory or {}),
         vitals=vit,
-        facing="tree",
+        facing=facing,
         daylight=1.0,
         sleeping=False,
         achievements=tuple(achievements),
@@ -217,16 +217,13 @@ def test_step_events_collect_drink_when_thirsty():
     assert step_events(before, "do", after) == [S("collect", "water")]
 
 
-@pytest.mark.xfail(
-    reason="agents/progress.py step_events only sees drink *rise*; at drink 9 (Crafter clamps it) a "
-    "sip of water unlocks collect_drink but yields no `collect water` event, so a `collect water` "
-    "subgoal started at full drink is never met",
-    strict=True,
-)
 def test_step_events_collect_drink_at_full_drink():
-    before = _view(vitals={"drink": 9})
-    after = _view(vitals={"drink": 9}, achievements=["collect_drink"])
+    """Crafter caps drink at 9, but a strike on water still collects (and unlocks)."""
+    before = _view(vitals={"drink": 9}, facing="water")
+    after = _view(vitals={"drink": 9}, achievements=["collect_drink"], facing="water")
     assert step_events(before, "do", after) == [S("collect", "water")]
+    # facing something else at full drink: nothing collected
+    assert step_events(_view(vitals={"drink": 9}), "do", _view(vitals={"drink": 9})) == []
 
 
 def test_step_events_place_table_spends_wood():

@@ -163,12 +163,6 @@ def test_scripted_drinks_when_thirsty(env, seed):
     assert "collect_drink" in ep.achievements  # only a sip of water unlocks it
 
 
-@pytest.mark.xfail(
-    reason="a `collect water` subgoal started at full drink is never met: the drink stays clamped "
-    "at 9 while the agent sips, so step_events sees no rise (agents/progress.py) and the "
-    "controller keeps striking water though collect_drink unlocked on the first sip",
-    strict=True,
-)
 def test_scripted_collect_water_at_full_drink(env):
     ep = Episode(env, 4)  # water is ~8 steps away: reached before thirst sets in
     status, n = ep.run(Subgoal("collect", "water"), bound=100)

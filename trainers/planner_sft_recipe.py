@@ -18,7 +18,7 @@ from trainers.model_section import ModelSection
 @dataclass
 class PlannerDataSection:
     suite: str = "crafter-techtree"  # tasks: a shipped suite name or a suite .yaml
-    num_train: int = 6000  # (prompt, plan) examples
+    num_train: int = 12000  # (prompt, plan) examples
     num_test: int = 200  # held-out examples, from other worlds
     episodes: int = 8  # Crafter worlds the training states come from (test: a quarter, ≥ 1)
     states_per_episode: int = 40  # views recorded along a random walk in each world
@@ -34,9 +34,9 @@ class PlannerDataSection:
 
 @dataclass
 class PlannerTrainSection:
-    steps: int = 600
+    steps: int = 700
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup_steps: int = 30
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

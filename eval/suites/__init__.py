@@ -68,11 +68,14 @@ def load_suite(name_or_path: str, achievements: tuple[str, ...] | None = None) -
             raise UserError(f"{where}: duplicate task id {t['id']!r}")
         seen.add(t["id"])
         achievement = goal.get("achievement")
+        if "achievement" in goal and not isinstance(achievement, str):
+            raise UserError(f"{where}: goal achievement must be a name, got {achievement!r}")
         if achievement is not None and achievements is not None and achievement not in achievements:
             raise UserError(f"{where}: unknown achievement {achievement!r}; valid: {', '.join(achievements)}")
         inventory = goal.get("inventory") or {}
         if "inventory" in goal and (
             not isinstance(inventory, dict)
+            or not inventory
             or not all(isinstance(v, int) and v > 0 for v in inventory.values())
         ):
             raise UserError(f"{where}: an inventory goal maps items to positive counts")
