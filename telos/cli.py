@@ -21,7 +21,7 @@ COMMANDS = {
     "eval math": "eval.math:eval_math_command",
     "eval rm": "eval.rm:eval_rm_command",
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
-    "data crafter-play": "agents.play_data:crafter_play_command",
+    "data crafter-play": "eval.crafter_play:crafter_play_command",
     "data preferences": "eval.rm_data:preferences_command",
     "data process-labels": "eval.rm_data:process_labels_command",
 }

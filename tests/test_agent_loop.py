@@ -11,11 +11,11 @@ pytest.importorskip("crafter")
 
 from agents.loop import run_episode  # noqa: E402
 from agents.planners import OraclePlanner  # noqa: E402
-from agents.play_data import RecordingController, collect_play  # noqa: E402
 from agents.scripted import ScriptedController  # noqa: E402
 from agents.types import Goal, Planner, PlanRequest, PlanResult  # noqa: E402
 from envs.crafter.env import CrafterEnv  # noqa: E402
 from envs.crafter.techtree import Subgoal, oracle_plan  # noqa: E402
+from eval.crafter_play import RecordingController, collect_play  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,30 @@ def text_observation(
     return "\n".join(lines)
 
 
+class _InsertionOrderedSet(dict):
+    """The set operations Crafter's world uses on a chunk's objects, iterated in insertion
+    order (a dict's) instead of memory-address order (a set of objects hashed by id)."""
+
+    def add(self, item) -> None:
+        self[item] = None
+
+    def remove(self, item) -> None:
+        del self[item]
+
+
+def _ordered_chunks(world) -> None:
+    """Make a world's chunk → objects index iterate in a fixed order. Crafter picks which
+    creature to despawn by index into ``list(chunk_set)``, so with plain sets the same seed
+    gave different episodes in different processes (after the first despawn, a few hundred
+    steps in)."""
+    import collections
+
+    chunks = collections.defaultdict(_InsertionOrderedSet)
+    for obj in world.objects:  # in the order they were added
+        chunks[world.chunk_key(obj.pos)].add(obj)
+    world._chunks = chunks
+
+
 @dataclass
 class CrafterConfig:
     seed: int | None = None
@@ -145,16 +169,15 @@ class CrafterEnv:
 
     def reset(self, seed: int | None = None) -> tuple[dict, dict]:
         if seed is not None and seed in self._worlds:
-            # a deep copy of the just-generated game, RNG state included: the same world as a
-            # fresh reset with this seed, without the second of noise-based world generation.
-            # (Crafter keeps each chunk's creatures in a set, iterated in memory order, so which
-            # creature despawns first can differ from a fresh reset after a few hundred steps.)
+            # a deep copy of the just-generated game, RNG state included: the same episode as a
+            # fresh reset with this seed, without the second of noise-based world generation
             self._env = copy.deepcopy(self._worlds[seed])
             image = self._env._obs()
         else:
             if seed is not None:  # Crafter seeds a world from (seed, episode count): restart the count
                 self._env._seed, self._env._episode = seed, 0
             image = self._env.reset()
+            _ordered_chunks(self._env._world)
             if seed is not None and self.config.cache_worlds > 0:
                 if len(self._worlds) >= self.config.cache_worlds:
                     self._worlds.pop(next(iter(self._worlds)))
