@@ -42,12 +42,12 @@ COLLECT_BUDGET = {
 @dataclass
 class ScriptedConfig:
     drink_below: int = 4  # go to water when drink ≤ this (and drink to 9)
-    eat_below: int = 4  # hunt a visible cow when food ≤ this
+    eat_below: int = 5  # hunt a visible cow when food ≤ this
     sleep_below: int = 2  # sleep when energy ≤ this
     night_below: float = 0.35  # daylight under which a pickaxe holder waits in a shelter
-    retreat_below: int = 3  # health at which a pickaxe holder hides in a shelter to heal ...
-    healed: int = 7  # ... until health is back to this
-    hunt_below: int = 3  # food at which the agent goes looking for cows it cannot see
+    retreat_below: int = 5  # health at which a pickaxe holder hides in a shelter to heal ...
+    healed: int = 8  # ... until health is back to this
+    hunt_below: int = 4  # food at which the agent goes looking for cows it cannot see
     spare_wood: int = 2  # extra wood gathered (once) for a wood and a stone sword
     spare_stone: int = 1  # extra stone gathered (once) for the stone sword
     place_budget: int = 300
@@ -161,7 +161,9 @@ class ScriptedController(Controller):
             if self.map.creatures.get(cell) in ("zombie", "skeleton"):
                 self.mode = "fight"
                 return self._face_and(cell, "do")
-        hurt = vit["health"] <= c.retreat_below and view.inventory.get("wood_pickaxe", 0) > 0
+        # healing needs food and drink above 0: hiding hungry or thirsty only runs them down
+        fed = min(vit["food"], vit["drink"]) > 2
+        hurt = vit["health"] <= c.retreat_below and fed and view.inventory.get("wood_pickaxe", 0) > 0
         if self.mode == "sleep" or vit["energy"] <= c.sleep_below or self._night(view) or hurt:
             action = self._sleep(view)
             if action is not None:
@@ -215,6 +217,8 @@ class ScriptedController(Controller):
                 return None
             self.shelter = s
         stage, m = s["stage"], self.map
+        if stage in ("go", "dig") and min(view.vitals["food"], view.vitals["drink"]) <= 2 and not tired:
+            return self._abandon_shelter(tired)  # eat and drink first
         if stage == "open":
             if view.vitals["energy"] >= 9:
                 self.shelter = None
@@ -416,17 +420,24 @@ class ScriptedController(Controller):
         if inv.get("iron_pickaxe", 0):
             mineable.add("diamond")
         pos, creatures = self.map.pos, self.map.creatures
+        # skeletons shoot arrows along rows and columns (2 damage each): keep out of their lines
+        archers = [c for c, n in creatures.items() if n == "skeleton"]
 
         def cost(cell: Cell, name: str) -> float | None:
             if cell in creatures and chebyshev(cell, pos) <= 2:
                 return None
             if name in WALKABLE:
-                return 1.0
-            if name == "unknown":
-                return 3.0
-            if name in mineable:
-                return 4.0
-            return None
+                step = 1.0
+            elif name == "unknown":
+                step = 3.0
+            elif name in mineable:
+                step = 4.0
+            else:
+                return None
+            for a in archers:
+                if (a[0] == cell[0] or a[1] == cell[1]) and abs(a[0] - cell[0]) + abs(a[1] - cell[1]) <= 5:
+                    step += 6.0
+            return step
 
         return cost
 
