@@ -56,7 +56,8 @@ def tiny_dir(tmp_path_factory, view) -> Path:
     out = tmp_path_factory.mktemp("planner") / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / SETTINGS_FILE).write_text(json.dumps({"instructions": False, "max_memories": 2}))
+    settings = {"instructions": False, "max_memories": 2, "exact_tokenizer": True}
+    (out / SETTINGS_FILE).write_text(json.dumps(settings))
     return out
 
 
@@ -325,6 +326,13 @@ def test_planner_sft_short_run_then_llm_planner_loads_it(tmp_path, view):
     planner = make_planner(f"llm:{run / 'final'}", max_tokens=24, max_retries=1)
     result = planner.plan(request(view))
     assert result.llm_calls >= 1 and (result.ok or result.errors)
+    # the planner reads text split exactly as in training (AutoTokenizer would swap in Qwen2's
+    # pre-tokenizer for a qwen2 model directory)
+    from tokenizers import Tokenizer
+
+    trained = Tokenizer.from_file(str(run / "final" / "tokenizer.json"))
+    prompt = planner.prompt(request(view))
+    assert planner.tokenizer(prompt)["input_ids"] == trained.encode(prompt).ids
 
     # resuming a finished run trains nothing more and still writes the outputs
     recipe, raw_loaded = load_recipe(str(path), ["resume=latest"])

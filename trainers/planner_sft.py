@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from agents.planners import SETTINGS_FILE, execute_on_paper, goal_plan
-from agents.plans import format_plan, parse_plan
+from agents.planners import SETTINGS_FILE, execute_on_paper, goal_plan, load_planner_tokenizer
+from agents.plans import check_plan, format_plan, parse_plan
 from agents.prompts import planner_prompt
 from agents.types import AgentView, Goal, MemoryEntry, PlanRequest
 from envs.crafter.env import CrafterConfig, CrafterEnv, text_observation
@@ -42,10 +42,12 @@ from trainers.sft import sft_batch, warmup_cosine
 
 WALK_ACTIONS = ("noop", "move_left", "move_right", "move_up", "move_down", "do")
 STRAY_ITEMS = ("sapling", "wood", "stone", "coal")
-FAILURES = (
-    "subgoal '{s}' failed: no {t} in view",
-    "subgoal '{s}' timed out",
-    "subgoal '{s}' failed: the agent took damage and fled",
+FAILURES = (  # the forms agents/loop.py and the planner's own re-ask write
+    "{s} failed: no {t} collected in {n} steps",
+    "{s} failed: explored {n} cells without finding {t}",
+    "{s} failed: found no free cell to place {t} on",
+    "the plan finished but the task is not done",
+    "the planner gave no valid plan: attempt 3: step {i} ({s}): needs {t} first",
     "Your last plan was rejected: step {i} ({s}): needs {t} first",
 )
 PLOT_GROUPS = {"loss": ["loss"], "exact_match": ["eval_exact_match"]}
@@ -57,6 +59,14 @@ class PlanExample:
     prompt: str
     target: str  # format_plan of the oracle plan: the completion trained on
     subgoals: list[Subgoal]
+    request: PlanRequest  # what the prompt shows, to self-check a predicted plan against
+
+    @property
+    def state(self) -> tuple:
+        """What the oracle plan depends on: task, inventory, stations."""
+        r = self.request
+        held = tuple(sorted((k, v) for k, v in r.view.inventory.items() if v > 0))
+        return r.goal.task_id, held, tuple(sorted(r.stations))
 
 
 # ----------------------------------------------------------------------------- data
@@ -92,14 +102,13 @@ def sample_progress(
     if rng.random() < d.extra_item_prob:
         item = rng.choice(STRAY_ITEMS)
         inventory[item] = min(9, inventory.get(item, 0) + rng.randint(1, 2))
-    return inventory, frozenset(s for s in placed if rng.random() < d.stations_prob)
+    return inventory, frozenset(s for s in sorted(placed) if rng.random() < d.stations_prob)
 
 
 def _failure(rng: random.Random, plan: list[Subgoal]) -> str:
     i = rng.randrange(len(plan))
     s = plan[i]
-    need = next(iter(RULES().collect[s.target]["receive"])) if s.verb == "collect" else "wood"
-    return rng.choice(FAILURES).format(s=s, t=s.target if s.verb == "collect" else need, i=i + 1)
+    return rng.choice(FAILURES).format(s=s, t=s.target, i=i + 1, n=rng.randint(20, 400))
 
 
 def make_example(
@@ -111,6 +120,8 @@ def make_example(
         subgoals = goal_plan(goal, inventory, stations)
         if subgoals:
             break
+    # the game's own item order (the view's), zeros included, as the agent loop's views hold it
+    inventory = {k: inventory.get(k, 0) for k in [*view.inventory, *inventory]}
     held = {**inventory, **view.vitals}
     text = text_observation(view.local_view, held, view.facing, view.daylight, view.sleeping)
     shown = dataclasses.replace(view, text=text, inventory=inventory)
@@ -123,14 +134,31 @@ def make_example(
     failure = _failure(rng, subgoals) if rng.random() < d.failure_prob else None
     request = PlanRequest(goal, shown, memories, failure, stations)
     prompt = planner_prompt(request, instructions=d.instructions, max_memories=d.max_memories)
-    return PlanExample(prompt, format_plan(subgoals), subgoals)
+    return PlanExample(prompt, format_plan(subgoals), subgoals, request)
 
 
-def make_examples(d: PlannerDataSection, views: list[AgentView], n: int, seed: int) -> list[PlanExample]:
+def make_examples(
+    d: PlannerDataSection, views: list[AgentView], n: int, seed: int, max_copies: int = 0
+) -> list[PlanExample]:
+    """``n`` examples, or fewer when ``max_copies`` (> 0) caps how many share one
+    (task, inventory, stations) state. Why cap the training set: sampled naturally, a few
+    states (every task from scratch) take a large share while the states that need careful
+    counting (mid-collection, stray items) appear a handful of times each — and those are the
+    plans a small model gets wrong."""
     suite = load_suite(d.suite, RULES().achievements)
     goals = [Goal(t.id, t.achievement, dict(t.inventory)) for t in suite.tasks]
     rng = random.Random(seed)
-    return [make_example(rng, views[i % len(views)], goals, d) for i in range(n)]
+    out: list[PlanExample] = []
+    copies: dict[tuple, int] = {}
+    for i in range(n * (5 if max_copies else 1)):  # bounded: the capped pool may run dry
+        e = make_example(rng, views[i % len(views)], goals, d)
+        if max_copies and copies.get(e.state, 0) >= max_copies:
+            continue
+        copies[e.state] = copies.get(e.state, 0) + 1
+        out.append(e)
+        if len(out) == n:
+            break
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -139,7 +167,9 @@ def make_examples(d: PlannerDataSection, views: list[AgentView], n: int, seed: i
 @torch.no_grad()
 def evaluate_plans(model, tokenizer, examples: list[PlanExample], max_tokens: int, batch_size: int) -> dict:
     """Greedy plans for ``examples``: exact match (parsed plan == oracle plan), the share that
-    parses cleanly, and the predictions (for the report)."""
+    parses cleanly, the share the LLM planner would accept on its first try (clean and
+    feasible by ``check_plan``: a plan can differ from the oracle's and still work), and the
+    predictions (for the report)."""
     from rollout.engine import make_engine
     from telos.types import SamplingParams
 
@@ -149,8 +179,18 @@ def evaluate_plans(model, tokenizer, examples: list[PlanExample], max_tokens: in
     parsed = [parse_plan(t) for t in texts]
     exact = [subgoals == e.subgoals for (subgoals, _), e in zip(parsed, examples, strict=True)]
     clean = [not errors and bool(subgoals) for subgoals, errors in parsed]
+    accepted = [
+        ok and not check_plan(sub, r.goal.achievement, r.view.inventory, r.stations, r.goal.inventory or None)
+        for ok, (sub, _), r in zip(clean, parsed, [e.request for e in examples], strict=True)
+    ]
     n = max(1, len(examples))
-    return {"exact_match": sum(exact) / n, "parse_ok": sum(clean) / n, "texts": texts, "exact": exact}
+    return {
+        "exact_match": sum(exact) / n,
+        "parse_ok": sum(clean) / n,
+        "accepted": sum(accepted) / n,
+        "texts": texts,
+        "exact": exact,
+    }
 
 
 # ----------------------------------------------------------------------------- training
@@ -202,7 +242,7 @@ def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_fro
     if m.name_or_path == "tiny":
         # a resumed run reads the tokenizer it trained with (the corpus would give the same one)
         tokenizer = (
-            load_tokenizer(str(resume_from))
+            load_planner_tokenizer(str(resume_from))
             if resume_from
             else build_plan_tokenizer(corpus, m.tiny.vocab_size)
         )
@@ -234,7 +274,7 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
     test_views = record_views(
         max(1, d.episodes // 4), d.states_per_episode, d.steps_between_states, d.seed + 7919
     )
-    train = make_examples(d, views, d.num_train, d.seed)
+    train = make_examples(d, views, d.num_train, d.seed, d.max_copies)
     test = make_examples(d, test_views, d.num_test, d.seed + 104_729)
     data_seconds = time.perf_counter() - started
 
@@ -307,6 +347,7 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
         "eval_exact_match": result["exact_match"],
         "eval_accuracy": result["exact_match"],
         "eval_parse_ok": result["parse_ok"],
+        "eval_accepted": result["accepted"],
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
@@ -325,7 +366,12 @@ def _save_final(r: PlannerSFTRecipe, model, tokenizer, run_dir: Path) -> Path:
     to_save = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     to_save.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    settings = {"instructions": r.data.instructions, "max_memories": r.data.max_memories, "chat": False}
+    settings = {
+        "instructions": r.data.instructions,
+        "max_memories": r.data.max_memories,
+        "chat": False,
+        "exact_tokenizer": r.model.name_or_path == "tiny",  # see load_planner_tokenizer
+    }
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

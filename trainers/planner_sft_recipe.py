@@ -19,7 +19,8 @@ from trainers.model_section import ModelSection
 class PlannerDataSection:
     suite: str = "crafter-techtree"  # tasks: a shipped suite name or a suite .yaml
     num_train: int = 12000  # (prompt, plan) examples
-    num_test: int = 200  # held-out examples, from other worlds
+    num_test: int = 200  # held-out examples, from other worlds (sampled naturally, no cap)
+    max_copies: int = 8  # training examples sharing one (task, inventory, stations) state; 0 = no cap
     episodes: int = 8  # Crafter worlds the training states come from (test: a quarter, ≥ 1)
     states_per_episode: int = 40  # views recorded along a random walk in each world
     steps_between_states: int = 6  # random actions between recorded views (at most)
@@ -34,7 +35,7 @@ class PlannerDataSection:
 
 @dataclass
 class PlannerTrainSection:
-    steps: int = 700
+    steps: int = 1100
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 30
@@ -91,7 +92,8 @@ def check_planner_sft(recipe: PlannerSFTRecipe) -> None:
         "train.eval_batch_size": t.eval_batch_size,
     }
     _at_least(positive, 1)
-    _at_least({"data.max_memories": d.max_memories, "train.warmup_steps": t.warmup_steps}, 0)
+    non_negative = {"data.max_memories": d.max_memories, "data.max_copies": d.max_copies}
+    _at_least({**non_negative, "train.warmup_steps": t.warmup_steps}, 0)
     for key in ("stations_prob", "extra_item_prob", "failure_prob", "memory_prob"):
         value = getattr(d, key)
         if not 0.0 <= value <= 1.0:
