@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from agents.encoding import GOALS, INVENTORY_KEYS, VIEW_NAMES, encode_inventory, encode_view, goal_index
+from agents.navigation import lava_shield
 from agents.progress import SubgoalTracker
 from agents.types import AgentView, Controller, SubgoalStatus
 from envs.crafter.techtree import Subgoal
@@ -221,9 +222,11 @@ class LearnedController(Controller):
     def act(self, view: AgentView) -> int:
         logits = self.logits(view)
         if self.temperature == 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self._generator))
+            action = int(logits.argmax())
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            action = int(torch.multinomial(probs, 1, generator=self._generator))
+        return ACTIONS.index(lava_shield(view, ACTIONS[action]))
 
     def observe(self, view: AgentView, action: int) -> None:
         if self._tracker is None or self._last_view is None:

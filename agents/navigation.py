@@ -23,6 +23,17 @@ DIRECTIONS = {v: k for k, v in MOVES.items()}
 _GROUND_UNDER = {"skeleton": "path", "arrow": "path"}
 
 
+def lava_shield(view: AgentView, action: str) -> str:
+    """``noop`` instead of a move into visible lava (walkable for the player, and fatal);
+    every controller's actions pass through it."""
+    if action in MOVES:
+        d = MOVES[action]
+        rows, cols = len(view.local_view), len(view.local_view[0])
+        if view.local_view[rows // 2 + d[1]][cols // 2 + d[0]] == "lava":
+            return "noop"
+    return action
+
+
 def add(a: Cell, b: Cell) -> Cell:
     return (a[0] + b[0], a[1] + b[1])
 

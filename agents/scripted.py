@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.navigation import DIRECTIONS, MOVES, WALKABLE, Cell, SpatialMap, add, neighbours
+from agents.navigation import DIRECTIONS, MOVES, WALKABLE, Cell, SpatialMap, add, lava_shield, neighbours
 from agents.progress import SubgoalTracker
 from agents.types import AgentView, Controller, SubgoalStatus
 from envs.crafter.env import action_names
@@ -141,16 +141,7 @@ class ScriptedController(Controller):
             self.mode = ""
             self.work_steps += 1
             action = self._work(view)
-        return self.actions.index(self._safe(view, action))
-
-    def _safe(self, view: AgentView, action: str) -> str:
-        """Never walk into lava (it is walkable, and fatal)."""
-        if action in MOVES:
-            d = MOVES[action]
-            rows, cols = len(view.local_view), len(view.local_view[0])
-            if view.local_view[rows // 2 + d[1]][cols // 2 + d[0]] == "lava":
-                return "noop"
-        return action
+        return self.actions.index(lava_shield(view, action))
 
     # ----------------------------------------------------------------- reflexes
     def _reflex(self, view: AgentView) -> str | None:

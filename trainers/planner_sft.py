@@ -41,7 +41,9 @@ from trainers.rollout_batch import PromptSampler
 from trainers.sft import sft_batch, warmup_cosine
 
 WALK_ACTIONS = ("noop", "move_left", "move_right", "move_up", "move_down", "do")
-STRAY_ITEMS = ("sapling", "wood", "stone", "coal")
+# what agents hold beyond a plan's progress: spare materials, and the swords the scripted
+# controller makes from them (unseen items made the tiny planner's re-plans fail)
+STRAY_ITEMS = ("sapling", "wood", "stone", "coal", "wood_sword", "stone_sword")
 FAILURES = (  # the forms agents/loop.py and the planner's own re-ask write
     "{s} failed: no {t} collected in {n} steps",
     "{s} failed: explored {n} cells without finding {t}",
@@ -99,9 +101,11 @@ def sample_progress(
     if nxt.verb == "collect" and nxt.count > 1 and rng.random() < 0.5:
         done = [*done, Subgoal("collect", nxt.target, rng.randint(1, nxt.count - 1))]
     inventory, placed = execute_on_paper(done, {}, frozenset())
-    if rng.random() < d.extra_item_prob:
+    while rng.random() < d.extra_item_prob:  # 0, 1, 2, ... stray items, geometrically
         item = rng.choice(STRAY_ITEMS)
-        inventory[item] = min(9, inventory.get(item, 0) + rng.randint(1, 2))
+        inventory[item] = min(
+            9, inventory.get(item, 0) + (1 if item.endswith("sword") else rng.randint(1, 3))
+        )
     return inventory, frozenset(s for s in sorted(placed) if rng.random() < d.stations_prob)
 
 

@@ -25,7 +25,7 @@ class PlannerDataSection:
     states_per_episode: int = 40  # views recorded along a random walk in each world
     steps_between_states: int = 6  # random actions between recorded views (at most)
     stations_prob: float = 0.5  # a station the done part of the plan placed is still in reach
-    extra_item_prob: float = 0.2  # an item beyond the plan's progress is held (noise)
+    extra_item_prob: float = 0.4  # chance of each further item beyond the plan's progress (noise)
     failure_prob: float = 0.3  # the prompt says why the last plan failed
     memory_prob: float = 0.5  # the prompt holds 1–2 retrieved plans for the same task
     instructions: bool = False  # keep the rules paragraph in the prompt (useful for real LMs)
