@@ -307,11 +307,7 @@ class ScriptedController(Controller):
 
     def _place(self, sg: Subgoal, view: AgentView) -> str:
         rule = RULES().place[sg.target]
-        short = [
-            f"{k - view.inventory.get(t, 0)} more {t}"
-            for t, k in rule["uses"].items()
-            if view.inventory.get(t, 0) < k
-        ]
+        short = _shortfall(rule["uses"], view.inventory)
         if short:
             return self._fail(f"placing {sg.target} needs {', '.join(short)}")
         if self.work_steps > self.config.place_budget:
@@ -336,11 +332,7 @@ class ScriptedController(Controller):
 
     def _make(self, sg: Subgoal, view: AgentView) -> str:
         rule = RULES().make[sg.target]
-        short = [
-            f"{k - view.inventory.get(t, 0)} more {t}"
-            for t, k in rule["uses"].items()
-            if view.inventory.get(t, 0) < k
-        ]
+        short = _shortfall(rule["uses"], view.inventory)
         if short:
             return self._fail(f"making {sg.target} needs {', '.join(short)}")
         if self.work_steps > self.config.make_budget:
@@ -480,6 +472,11 @@ class ScriptedController(Controller):
             return None
         what = seek or "a free cell"
         return self._fail(f"explored {len(m.cells)} cells without finding {what}")
+
+
+def _shortfall(uses: dict[str, int], inventory: dict[str, int]) -> list[str]:
+    """``["1 more wood", ...]`` for each ingredient held short of what a recipe uses."""
+    return [f"{k - inventory.get(t, 0)} more {t}" for t, k in uses.items() if inventory.get(t, 0) < k]
 
 
 def _ring(c: Cell) -> list[Cell]:

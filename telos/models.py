@@ -40,16 +40,27 @@ class LoraConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int):
+def build_tokenizer(corpus: list[str], vocab_size: int, cross_spaces: bool = False):
     """Train a byte-level BPE tokenizer on ``corpus``; digits stay single tokens (arithmetic
-    is learnable digit by digit). Returns a ``PreTrainedTokenizerFast``."""
+    is learnable digit by digit). ``cross_spaces``: merges may span spaces (not newlines), so
+    recurring phrases of a fixed prompt format become single tokens. Returns a
+    ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    if cross_spaces:
+        splits = [
+            pre_tokenizers.Split("\n", "merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    else:
+        splits = [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    tok.pre_tokenizer = pre_tokenizers.Sequence(splits)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
