@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -151,8 +151,6 @@ def run_jobs(spec: RunSpec, jobs: list[Job], workers: int) -> tuple[list[dict], 
                 workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)
             ) as pool:
                 futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
-                from concurrent.futures import as_completed
-
                 for fut in as_completed(futures):
                     finished(futures[fut], fut.result())
     return [r for r in results if r is not None], time.perf_counter() - t0
