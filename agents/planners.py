@@ -253,8 +253,7 @@ class LLMPlanner(LMPlanner):
         self.model_name, self.engine_name = model, engine
         cuda = torch.cuda.is_available()
         if tokenizer is None:
-            exact = settings.get("exact_tokenizer", False)
-            tokenizer = load_planner_tokenizer(model) if exact else load_tokenizer(model)
+            tokenizer = load_tokenizer(model)
         self.tokenizer = tokenizer
         if hf_model is None:
             hf_model = load_model(model, dtype or ("bfloat16" if cuda else "float32"))
@@ -280,23 +279,6 @@ class LLMPlanner(LMPlanner):
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model_name, "engine": self.engine_name, "chat": self.chat}
-
-
-def load_planner_tokenizer(path: str):
-    """The tokenizer saved in ``path/tokenizer.json``, exactly as trained. Why not
-    ``AutoTokenizer``: transformers 5 rebuilds the tokenizer of a ``qwen2``/``llama`` model
-    directory from its model type, replacing a custom pre-tokenizer (the tiny planner's merges
-    across spaces) with the stock one — the model would then read text split differently
-    from how it was trained."""
-    from transformers import PreTrainedTokenizerFast
-
-    from telos.models import check_model_path
-
-    check_model_path(path)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _settings(model: str) -> dict:

@@ -118,11 +118,26 @@ def check_model_path(name_or_path: str) -> None:
             raise UserError(f"model path {name_or_path} has no config.json (not a saved model)")
 
 
+# tokenizer classes that carry no model-specific rules: the saved tokenizer.json is the tokenizer
+_GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
 def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
+    """The model's tokenizer. A generic fast tokenizer (what ``build_tokenizer`` saves) is
+    loaded exactly as saved: transformers 5's ``AutoTokenizer`` rebuilds the tokenizer of a
+    ``qwen2``/``llama`` directory from its model type and swaps in that model's stock
+    pre-tokenizer, so the model would read text split differently from how it was trained."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     check_model_path(name_or_path)
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    config = Path(name_or_path).expanduser() / "tokenizer_config.json"
+    generic = False
+    if _is_local(name_or_path) and config.is_file():
+        generic = json.loads(config.read_text()).get("tokenizer_class") in _GENERIC_TOKENIZERS
+    loader = PreTrainedTokenizerFast if generic else AutoTokenizer
+    tok = loader.from_pretrained(name_or_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -56,7 +56,7 @@ def tiny_dir(tmp_path_factory, view) -> Path:
     out = tmp_path_factory.mktemp("planner") / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    settings = {"instructions": False, "max_memories": 2, "exact_tokenizer": True}
+    settings = {"instructions": False, "max_memories": 2}
     (out / SETTINGS_FILE).write_text(json.dumps(settings))
     return out
 

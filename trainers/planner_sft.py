@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from agents.planners import SETTINGS_FILE, execute_on_paper, goal_plan, load_planner_tokenizer
+from agents.planners import SETTINGS_FILE, execute_on_paper, goal_plan
 from agents.plans import check_plan, format_plan, parse_plan
 from agents.prompts import planner_prompt
 from agents.types import AgentView, Goal, MemoryEntry, PlanRequest
@@ -226,7 +226,7 @@ def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_fro
     if m.name_or_path == "tiny":
         # a resumed run reads the tokenizer it trained with (the corpus would give the same one)
         tokenizer = (
-            load_planner_tokenizer(str(resume_from))
+            load_tokenizer(str(resume_from))
             if resume_from
             else build_plan_tokenizer(corpus, m.tiny.vocab_size)
         )
@@ -354,7 +354,6 @@ def _save_final(r: PlannerSFTRecipe, model, tokenizer, run_dir: Path) -> Path:
         "instructions": r.data.instructions,
         "max_memories": r.data.max_memories,
         "chat": False,
-        "exact_tokenizer": r.model.name_or_path == "tiny",  # see load_planner_tokenizer
     }
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     shutil.rmtree(final, ignore_errors=True)
