@@ -21,12 +21,23 @@ class Engine(ABC):
     def sync_weights(self, model) -> None:  # noqa: B027 - in-process engines share the model
         """Make the engine sample from ``model``'s current weights."""
 
+    # True when every trainer rank talks to one engine: ranks wait for rank 0's weight push
+    shared_across_ranks = False
+
+    def sync_metrics(self) -> dict[str, float]:
+        """Seconds per phase of the last ``sync_weights`` (``sync/gather_s``, ...), for logging."""
+        return {}
+
     def close(self) -> None:  # noqa: B027
         """Release processes or memory the engine holds."""
 
 
-def make_engine(backend: str, model, tokenizer, **options) -> Engine:
-    """Build a registered backend (importing the backends registers them)."""
+def make_engine(backend: str, model, tokenizer, mode: str = "colocated", **options) -> Engine:
+    """Build a registered backend (importing the backends registers them; none imports vLLM
+    until an engine is built). ``mode="server"`` picks the backend's remote client."""
+    import rollout.client  # noqa: F401  # registers "vllm-server"
     import rollout.hf  # noqa: F401  # registers "hf"
+    import rollout.vllm  # noqa: F401  # registers "vllm"
 
-    return ENGINES.get(backend)(model, tokenizer, **options)
+    name = backend if mode == "colocated" else f"{backend}-{mode}"
+    return ENGINES.get(name)(model, tokenizer, **options)

@@ -18,6 +18,7 @@ COMMANDS = {
     "quickstart": "trainers.quickstart:quickstart_command",
     "train": "trainers.run:train_command",
     "check": "trainers.run:check_command",
+    "rollout-server": "rollout.server:rollout_server_command",
     "eval math": "eval.math:eval_math_command",
     "eval rm": "eval.rm:eval_rm_command",
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
@@ -42,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("recipe", help="path to a recipe YAML")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 resume=latest")
+
+    rs = sub.add_parser("rollout-server", help="serve a vLLM rollout engine that trainers reach by URL")
+    rs.add_argument("--model", required=True, help="model directory or hub id (the trainer's starting model)")
+    rs.add_argument("--host", default="127.0.0.1")
+    rs.add_argument("--port", type=int, default=8008)
+    rs.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (use float32 on CPU)")
+    rs.add_argument("--max-model-len", type=int, default=None)
+    rs.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.3, help="share of GPU memory vLLM takes"
+    )
+    rs.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size (default 1 on CPU)")
+    rs.add_argument("--seed", type=int, default=0)
 
     ev = sub.add_parser("eval", help="evaluate a model")
     ev_sub = ev.add_subparsers(dest="eval_kind", required=True)

@@ -62,16 +62,12 @@ def pack_completions(completions: list[Completion], pad_id: int) -> PackedBatch:
     return PackedBatch(input_ids, attn, input_ids[:, wp:], cmask)
 
 
-def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
-    """log π(y_t | x, y_<t) for every completion column, shape [B, Wc].
-
-    Only the completion positions' logits are materialised (``logits_to_keep``), and the
-    log-softmax is taken as ``logit[y] − logsumexp(logits)`` so the full [B, T, V] log-prob
-    tensor never exists — it dominates memory with 150k-token vocabularies.
-    """
+def completion_logits(model, batch: PackedBatch) -> torch.Tensor:
+    """[B, Wc, V] fp32 logits that predict each completion column (only those positions are
+    materialised, via ``logits_to_keep``)."""
     wc = batch.completion_ids.shape[1]
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = (
+    return (
         model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -82,8 +78,20 @@ def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
         .logits[:, :-1]
         .float()
     )
-    picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def token_logps(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[ids], taken as ``logit[y] − logsumexp(logits)`` so the full
+    [B, T, V] log-prob tensor never exists — it dominates memory with 150k-token vocabularies."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every completion column, shape [B, Wc]."""
+    return token_logps(completion_logits(model, batch), batch.completion_ids)
 
 
 def accumulate(

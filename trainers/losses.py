@@ -62,6 +62,8 @@ class LossBatch:
     num_tokens: float = 0.0  # trained tokens in the accumulated batch
     num_micro_batches: int = 1
     max_completion_length: int = 0
+    # [B, T] sampler-mismatch weights w_t (trainers/correction.py), constants; None = all 1
+    is_weights: Tensor | None = None
 
 
 LossFn = Callable[[LossBatch, PolicyLossConfig], tuple[Tensor, dict[str, float]]]
@@ -102,6 +104,8 @@ def _per_token(batch: LossBatch, cfg: PolicyLossConfig) -> _PerToken:
     lo, hi = cfg.clip_band()
     clipped = torch.clamp(ratio, lo, hi)
     loss = -torch.minimum(ratio * adv, clipped * adv)
+    if batch.is_weights is not None:  # before the KL term, which needs no correction
+        loss = loss * batch.is_weights
 
     kl = None
     if cfg.beta != 0.0:

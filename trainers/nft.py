@@ -155,6 +155,8 @@ def nft_loss(batch: NFTBatch, cfg: NFTConfig) -> tuple[Tensor, dict[str, float]]
     if cfg.level == "token":
         log_ratio = torch.clamp(delta, max=cfg.ratio_cap)
         per_tok, clamped = nft_per_sequence_terms(log_ratio, correct[:, None], p_hat[:, None], cfg.neg_weight)
+        if batch.is_weights is not None:
+            per_tok = per_tok * batch.is_weights
         loss = (per_tok * omega[:, None] * weights).sum() / cfg.normalizer
         counted, neg_units = mask, mask & ~correct[:, None]
     else:
@@ -163,6 +165,8 @@ def nft_loss(batch: NFTBatch, cfg: NFTConfig) -> tuple[Tensor, dict[str, float]]
         log_ratio = torch.clamp((delta * weights).sum(-1) / tokens.clamp(min=1e-8), max=cfg.ratio_cap)
         per_seq, clamped = nft_per_sequence_terms(log_ratio, correct, p_hat, cfg.neg_weight)
         per_seq = torch.where(has_tokens, per_seq, torch.zeros_like(per_seq))
+        if batch.is_weights is not None:  # the sequence's mean token weight
+            per_seq = per_seq * (batch.is_weights * weights).sum(-1) / tokens.clamp(min=1e-8)
         loss = (per_seq * omega).sum() / cfg.normalizer
         counted, neg_units = has_tokens, has_tokens & ~correct
 

@@ -117,6 +117,8 @@ def oreal_loss(batch: OREALBatch, cfg: OREALConfig) -> tuple[Tensor, dict[str, f
     adv = batch.advantages.unsqueeze(-1) if batch.advantages.dim() == 1 else batch.advantages
     adv = adv.to(batch.logps.dtype)
     w = torch.ones_like(m) if batch.token_weights is None else batch.token_weights.to(m.dtype).detach()
+    if batch.is_weights is not None:
+        w = w * batch.is_weights
     # Padding may hold −inf log-probs: 0·inf and inf − inf are NaN, so zero them before use.
     logps = torch.where(mask, batch.logps, torch.zeros_like(batch.logps))
 

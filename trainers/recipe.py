@@ -43,10 +43,29 @@ class RewardSpec:
 
 @dataclass
 class EngineSection:
+    """Where rollouts come from. ``hf``: the trainer's own model (no weight sync). ``vllm``:
+    an in-process engine (``colocated``) or ``telos rollout-server`` at ``url`` (``server``),
+    both given the trainer's weights after every optimizer step."""
+
     backend: Literal["hf", "vllm"] = "hf"
     mode: Literal["colocated", "server"] = "colocated"
     max_batch_size: int = 512
-    url: str | None = None  # server mode
+    url: str | None = None  # server mode: http://host:port of `telos rollout-server`
+    # vLLM's memory share: of GPU memory, or of system RAM on a CPU build (its KV cache lives there)
+    gpu_memory_utilization: float = 0.3
+    kv_cache_gb: float | None = None  # vLLM KV cache size; default: 1 GiB on CPU, the share above on GPU
+    sleep: bool = False  # colocated vLLM on GPU: release its memory while the trainer trains
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    # sampler/trainer mismatch weight (trainers/correction.py); auto = sequence_mask for vllm, none for hf
+    correction: Literal[
+        "auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
+    ] = "auto"
+    correction_cap: float = 3.0
+
+    def correction_mode(self) -> str:
+        if self.correction != "auto":
+            return self.correction
+        return "sequence_mask" if self.backend == "vllm" else "none"
 
 
 @dataclass

@@ -21,7 +21,8 @@ from telos.config import save_yaml, to_dict
 from telos.tracking import Tracker
 from telos.types import SamplingParams
 from trainers.algorithms import Algorithm, TrainBatch, make_algorithm
-from trainers.batching import accumulate, completion_logps, pack_completions
+from trainers.batching import accumulate, completion_logits, completion_logps, pack_completions, token_logps
+from trainers.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
 from trainers.recipe import RLRecipe
 from trainers.rollout_batch import (
     PromptSampler,
@@ -145,12 +146,25 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
         }
 
     mb, world = r.train.micro_batch_size, acc.num_processes
+    # sampler/trainer mismatch: the trainer's log-probs at the sampling temperature (the engine
+    # reports the distribution it sampled from) against the engine's
+    correction, temp = r.engine.correction_mode(), r.sampling.temperature or 1.0
+    sampler_logps = is_logps = None
+    if packed is not None and correction != "none":
+        sampler_logps = sampler_logps_tensor(tb.completions, packed.completion_ids.shape[1]).to(acc.device)
     old_logps = ref_logps = None
     if packed is not None and (algo.num_iterations > 1 or algo.mini_batches > 1 or algo.beta > 0):
         with torch.no_grad():
             chunks = [packed.select(list(range(s, min(s + mb, n_local)))) for s in range(0, n_local, mb)]
             if algo.num_iterations > 1 or algo.mini_batches > 1:
-                old_logps = torch.cat([completion_logps(model, c) for c in chunks])
+                old, tempered = [], []
+                for c in chunks:  # one chunk's logits at a time: [mb, Wc, V] can be large
+                    logits = completion_logits(model, c)
+                    old.append(token_logps(logits, c.completion_ids))
+                    if sampler_logps is not None:
+                        tempered.append(token_logps(logits, c.completion_ids, temp))
+                old_logps = torch.cat(old)
+                is_logps = torch.cat(tempered) if tempered else None
             if algo.beta > 0:
                 ref_logps = torch.cat([completion_logps(ctx.ref_model, c) for c in chunks])
 
@@ -169,7 +183,23 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
             def loss_of(idx: list[int], num_micro: int, part=part, pools=pools, norm=norm, losses=losses):
                 rows = [part[i] for i in idx]
                 sub = packed.select(rows)
-                logps = completion_logps(model, sub)
+                logits = completion_logits(model, sub)
+                logps = token_logps(logits, sub.completion_ids)
+                weights = None
+                if sampler_logps is not None:  # on-policy: this forward *is* the sampling policy's
+                    trainer = (
+                        is_logps[rows]
+                        if is_logps is not None
+                        else token_logps(logits.detach(), sub.completion_ids, temp)
+                    )
+                    weights = importance_weights(
+                        trainer, sampler_logps[rows], sub.completion_mask, correction, r.engine.correction_cap
+                    )
+                    for k, v in mismatch_metrics(
+                        trainer, sampler_logps[rows], sub.completion_mask, weights, r.engine.correction_cap
+                    ).items():
+                        metrics.setdefault(k, []).append(v)
+                del logits
                 common = dict(
                     logps=logps,
                     old_logps=old_logps[rows] if old_logps is not None else logps.detach(),
@@ -177,6 +207,7 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
                     ref_logps=ref_logps[rows] if ref_logps is not None else None,
                     num_micro_batches=num_micro,
                     max_completion_length=r.sampling.max_tokens,
+                    is_weights=weights,
                     **norm,
                 )
                 loss, m_stats = algo.loss_fn(algo.loss_batch(common, tb, rows, pools), algo.loss_cfg)
@@ -250,12 +281,15 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         t_gen = time.perf_counter() - t0
         update = policy_update(ctx, algo, batch, step)
         ctx.engine.sync_weights(acc.unwrap_model(ctx.model))
+        if ctx.engine.shared_across_ranks:  # no rank samples before rank 0's push has landed
+            acc.wait_for_everyone()
         dt = time.perf_counter() - t0
         tokens = acc.gather(torch.tensor([float(batch.generated_tokens)], device=acc.device)).sum().item()
         generated += tokens
         metrics = {
             **batch.stats,
             **update,
+            **ctx.engine.sync_metrics(),
             "generation_time": t_gen,
             "step_time": dt,
             "tokens_per_s": tokens / dt,

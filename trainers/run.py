@@ -113,10 +113,24 @@ def _check_semantics(recipe) -> None:
         _check_oreal(recipe)
     if recipe.sampling.temperature < 0:
         raise UserError(f"'sampling.temperature' must be ≥ 0, got {recipe.sampling.temperature}")
-    if recipe.engine.backend != "hf":
+    _check_engine(recipe.engine)
+
+
+def _check_engine(e) -> None:
+    if e.backend == "hf" and e.mode != "colocated":
         raise UserError(
-            f"'engine.backend' {recipe.engine.backend!r} is not available in this build; valid: hf"
+            "'engine.mode' server needs 'engine.backend: vllm'; the hf engine is the trainer's own model"
         )
+    if e.mode == "server" and not (e.url or "").startswith(("http://", "https://")):
+        raise UserError(
+            f"'engine.url' must be the rollout server's http(s)://host:port for mode server, got {e.url!r}"
+        )
+    if e.backend == "vllm" and e.mode == "colocated":
+        from rollout.vllm import require_vllm
+
+        require_vllm()
+    if e.correction_cap <= 0:
+        raise UserError(f"'engine.correction_cap' must be > 0, got {e.correction_cap}")
 
 
 def _at_least(values: dict[str, float], minimum: float) -> None:

@@ -137,8 +137,20 @@ def setup_run(recipe: RLRecipe) -> RunContext:
         optimizer, recipe.train.lr_scheduler, recipe.train.warmup_steps, recipe.train.steps
     )
     model, optimizer = acc.prepare(model, optimizer)
+    e = recipe.engine
     engine = make_engine(
-        recipe.engine.backend, acc.unwrap_model(model), tokenizer, max_batch_size=recipe.engine.max_batch_size
+        e.backend,
+        acc.unwrap_model(model),
+        tokenizer,
+        mode=e.mode,
+        max_batch_size=e.max_batch_size,
+        url=e.url,
+        rank=acc.process_index,
+        max_model_len=e.max_model_len,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        kv_cache_bytes=int(e.kv_cache_gb * 2**30) if e.kv_cache_gb else None,
+        sleep=e.sleep,
+        seed=recipe.train.seed,
     )
     return RunContext(
         recipe=recipe,
