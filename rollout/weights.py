@@ -19,7 +19,8 @@ NamedTensor = tuple[str, torch.Tensor]
 
 
 def exported_weights(model) -> list[NamedTensor]:
-    """The model's full weights under base-model names (views where possible, no copies)."""
+    """The model's full weights under base-model names (views where possible, no copies). Tied
+    weights appear under each name: vLLM's CPU build keeps its own copy of a tied ``lm_head``."""
     base, deltas = model, {}
     if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
         base = model.get_base_model()
@@ -59,7 +60,14 @@ def bucket_to_bytes(bucket: list[NamedTensor]) -> bytes:
     """A bucket as one safetensors blob (no pickle crosses the wire)."""
     from safetensors.torch import save
 
-    return save({name: t.contiguous().cpu() for name, t in bucket})
+    out, seen = {}, set()
+    for name, t in bucket:
+        t = t.contiguous().cpu()
+        if t.data_ptr() in seen:  # safetensors refuses tensors sharing memory (tied weights)
+            t = t.clone()
+        seen.add(t.data_ptr())
+        out[name] = t
+    return save(out)
 
 
 def bucket_from_bytes(blob: bytes) -> list[NamedTensor]:
