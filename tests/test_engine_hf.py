@@ -90,3 +90,27 @@ def test_process_logits_top_p_and_top_k():
     assert kept.tolist() == [[True, True, True, False]]
     scaled = process_logits(logits, SamplingParams(temperature=2.0))
     assert torch.allclose(scaled, logits / 2)
+
+
+def test_shared_prompt_forward_equals_full_rows(engine):
+    """Each prompt's forward runs once and its KV cache is copied per answer: the log-probs and
+    the gradients equal those of the plain ``[prompt | completion]`` rows, also on a sub-batch
+    that splits groups."""
+    import dataclasses
+
+    out = engine.generate(PROMPTS, SamplingParams(n=4, max_tokens=12, seed=2))
+    shared = pack_completions(out, engine.tokenizer.pad_token_id)
+    assert shared.prompt_group.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    for batch in (shared, shared.select([1, 2, 5, 9, 10, 11])):
+        full = dataclasses.replace(batch, prompt_group=None)
+        grads = []
+        for b in (full, batch):
+            engine.model.zero_grad()
+            lp = completion_logps(engine.model, b)
+            (lp * b.completion_mask).sum().backward()
+            grads.append((lp.detach(), [p.grad.clone() for p in engine.model.parameters()]))
+        (lp_full, g_full), (lp_shared, g_shared) = grads
+        assert ((lp_full - lp_shared) * batch.completion_mask).abs().max() < 1e-5
+        for a, b in zip(g_full, g_shared, strict=True):
+            assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
+    engine.model.zero_grad()

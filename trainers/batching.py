@@ -1,4 +1,11 @@
-"""Turning sampled completions into padded tensors, and per-token log-probs of completions."""
+"""Turning sampled completions into padded tensors, and per-token log-probs of completions.
+
+GRPO trains G answers per prompt, so a training forward over ``[prompt | completion]`` rows
+computes every prompt G times. ``completion_logits`` runs each distinct prompt once, keeps its
+KV cache, repeats the cache per answer and runs only the completion tokens on top of it: the
+same log-probs and gradients (the cache stays in the autograd graph) for
+P·Wp + B·Wc instead of B·(Wp + Wc) token positions.
+"""
 
 from __future__ import annotations
 
@@ -22,29 +29,36 @@ class PackedBatch:
     attention_mask: torch.Tensor  # [B, Wp + Wc]
     completion_ids: torch.Tensor  # [B, Wc]
     completion_mask: torch.Tensor  # [B, Wc] float
+    # [B] equal ids ⇔ identical prompt tokens (rows may share the prompt's forward); None: never share
+    prompt_group: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device | str) -> PackedBatch:
-        return PackedBatch(
-            *(
-                t.to(device)
-                for t in (self.input_ids, self.attention_mask, self.completion_ids, self.completion_mask)
-            )
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return (
+            self.input_ids,
+            self.attention_mask,
+            self.completion_ids,
+            self.completion_mask,
+            self.prompt_group,
         )
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(*(None if t is None else t.to(device) for t in self._tensors()))
 
     def select(self, idx: list[int] | torch.Tensor) -> PackedBatch:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return PackedBatch(
-            *(
-                t[idx]
-                for t in (self.input_ids, self.attention_mask, self.completion_ids, self.completion_mask)
-            )
-        )
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.input_ids.device)
+        return PackedBatch(*(None if t is None else t[idx] for t in self._tensors()))
 
 
-def pack_completions(completions: list[Completion], pad_id: int) -> PackedBatch:
+def prompt_groups(prompts: list[list[int]]) -> torch.Tensor:
+    """[B] a group id per row: rows with identical prompt token ids get the same id."""
+    ids: dict[tuple[int, ...], int] = {}
+    return torch.tensor([ids.setdefault(tuple(p), len(ids)) for p in prompts], dtype=torch.long)
+
+
+def pack_completions(completions: list[Completion], pad_id: int, share_prompts: bool = True) -> PackedBatch:
     wp = max(len(c.prompt_token_ids) for c in completions)
     wc = max(1, max(len(c.token_ids) for c in completions))
     n = len(completions)
@@ -59,12 +73,24 @@ def pack_completions(completions: list[Completion], pad_id: int) -> PackedBatch:
             input_ids[i, wp : wp + len(t)] = torch.tensor(t, dtype=torch.long)
             attn[i, wp : wp + len(t)] = 1
             cmask[i, : len(t)] = 1.0
-    return PackedBatch(input_ids, attn, input_ids[:, wp:], cmask)
+    groups = prompt_groups([c.prompt_token_ids for c in completions]) if share_prompts else None
+    return PackedBatch(input_ids, attn, input_ids[:, wp:], cmask, groups)
+
+
+def _shares_cache(model) -> bool:
+    """Gradient checkpointing turns the KV cache off inside transformers, which would silently
+    drop the prompt from the completion pass."""
+    inner = getattr(model, "module", model)  # DDP
+    return not getattr(inner, "is_gradient_checkpointing", False)
 
 
 def completion_logits(model, batch: PackedBatch) -> torch.Tensor:
     """[B, Wc, V] fp32 logits that predict each completion column (only those positions are
-    materialised, via ``logits_to_keep``)."""
+    materialised). Rows that share a prompt run it once (module docstring)."""
+    if batch.prompt_group is not None and _shares_cache(model):
+        groups, inverse = torch.unique(batch.prompt_group, return_inverse=True)
+        if len(groups) < len(batch):
+            return _shared_prompt_logits(model, batch, inverse, len(groups))
     wc = batch.completion_ids.shape[1]
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     return (
@@ -78,6 +104,35 @@ def completion_logits(model, batch: PackedBatch) -> torch.Tensor:
         .logits[:, :-1]
         .float()
     )
+
+
+def _shared_prompt_logits(model, batch: PackedBatch, inverse: torch.Tensor, num_prompts: int) -> torch.Tensor:
+    from transformers import DynamicCache
+
+    b, wc = batch.completion_ids.shape
+    wp = batch.input_ids.shape[1] - wc
+    rows = torch.arange(b, device=inverse.device)
+    first_row = torch.full((num_prompts,), b, device=inverse.device).scatter_reduce(0, inverse, rows, "amin")
+    p_ids, p_mask = batch.input_ids[first_row, :wp], batch.attention_mask[first_row, :wp]
+    cache = DynamicCache()
+    last = model(
+        input_ids=p_ids,
+        attention_mask=p_mask,
+        position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the prompt's last position predicts the first completion token
+    ).logits[:, -1:]
+    cache.reorder_cache(inverse)  # index_select: one copy per answer, gradients flow back to the prompt
+    c_positions = p_mask.sum(-1)[inverse][:, None] + torch.arange(wc, device=inverse.device)[None]
+    rest = model(
+        input_ids=batch.completion_ids,
+        attention_mask=torch.cat([p_mask[inverse], batch.attention_mask[:, wp:]], dim=1),
+        position_ids=c_positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).logits[:, :-1]
+    return torch.cat([last[inverse], rest], dim=1).float()
 
 
 def token_logps(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
