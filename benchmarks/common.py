@@ -156,7 +156,12 @@ def machine_info(packages: Sequence[str] = ("torch", "transformers", "accelerate
 
 
 def resolve_model(spec: str) -> str:
-    """A model directory from ``tiny:<task>`` (built once and cached) or a local directory."""
+    """A model directory from ``tiny:<task>`` (SFT-warmed, built once and cached),
+    ``random:<size>`` (random weights, benchmarks/models.py) or a local directory."""
+    if spec.startswith("random:"):
+        from benchmarks.models import random_model_dir
+
+        return random_model_dir(spec.split(":", 1)[1])
     if spec.startswith("tiny:"):
         from trainers.tiny import resolve_tiny
 

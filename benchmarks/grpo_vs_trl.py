@@ -16,7 +16,15 @@ Measured per side:
 - an MFU estimate: 2·N·(generated tokens) + 6·N·(prompt + completion tokens) per step, over a
   matmul peak measured in the same run (``torch.mm`` of 1024×1024 fp32, ~1 s).
 
+The telos side runs on ``--engine`` (hf: the trainer's own weights through the lean decoder;
+vllm: the colocated vLLM engine with weight sync); ``--trl-vllm`` puts TRL on its own vLLM
+colocate mode (if that fails to start, the error is recorded and TRL's default is used).
+``--setting 120m`` switches to a random-weight ~113M-parameter Qwen2 (benchmarks/models.py) with
+4 prompts × 8 answers × 32 tokens per step, 4 steps, 1 repeat (≈ 100 tokens/s is the FLOP
+ceiling there on 2 cores).
+
     python benchmarks/grpo_vs_trl.py                      # default: tiny:arith, built once
+    python benchmarks/grpo_vs_trl.py --setting 120m --engine vllm
     python benchmarks/grpo_vs_trl.py --steps 3 --repeats 1 --model DIR
 """
 
@@ -60,6 +68,16 @@ DEFAULT_MODEL = "tiny:arith"
 DEFAULT_STEPS = 25
 DEFAULT_REPEATS = 2
 DEFAULT_OUT = "benchmarks/results/grpo_vs_trl.json"
+# --setting presets: model, steps, repeats and recipe overrides applied to both sides
+SETTINGS = {
+    "tiny": {"model": DEFAULT_MODEL, "steps": DEFAULT_STEPS, "repeats": DEFAULT_REPEATS, "overrides": []},
+    "120m": {
+        "model": "random:120m",
+        "steps": 4,
+        "repeats": 1,
+        "overrides": ["train.prompts_per_step=4", "sampling.max_tokens=32", "train.micro_batch_size=32"],
+    },
+}
 
 
 @dataclass
@@ -101,10 +119,13 @@ class Settings:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per run (each side)")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="alternations: runs per side")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: tiny:arith, built once)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON result path")
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="tiny", help="preset (model, batch, steps)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (each side)")
+    p.add_argument("--repeats", type=int, default=None, help="alternations: runs per side")
+    p.add_argument("--model", default=None, help="model directory, tiny:arith or random:<size>")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="telos's rollout engine")
+    p.add_argument("--trl-vllm", action="store_true", help="TRL on its vLLM colocate mode")
+    p.add_argument("--out", default=None, help="JSON result path (default: per setting and engine)")
     p.add_argument("--seed", type=int, default=0, help="seed of repeat 0; repeat r uses seed + r")
     p.add_argument(
         "--final-window",
@@ -115,6 +136,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recipe", default=RECIPE, help="GRPO recipe whose settings both sides use")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
+    preset = SETTINGS[args.setting]
+    args.steps = args.steps or preset["steps"]
+    args.repeats = args.repeats or preset["repeats"]
+    args.model = args.model or preset["model"]
+    args.overrides = preset["overrides"]
+    if args.out is None:
+        suffix = "" if args.setting == "tiny" and args.engine == "hf" else f"_{args.setting}_{args.engine}"
+        args.out = DEFAULT_OUT.replace(".json", f"{suffix}.json")
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats must be ≥ 1")
     return args
@@ -123,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------ shared setup
 
 
-def telos_overrides(model_dir: str, steps: int, seed: int, out_dir: str) -> list[str]:
+def telos_overrides(
+    model_dir: str, steps: int, seed: int, out_dir: str, engine: str = "hf", extra: list[str] | None = None
+) -> list[str]:
     """What the benchmark changes in the recipe: no dynamic sampling (TRL has none), a constant
     lr without warm-up (on both sides), one micro-batch per step (TRL: per_device_train_batch_size = G·P),
     no held-out eval, and checkpoints only at the end."""
@@ -141,13 +172,15 @@ def telos_overrides(model_dir: str, steps: int, seed: int, out_dir: str) -> list
         "train.eval_every=0",
         "data.test=null",
         "report_to=[]",
+        f"engine.backend={engine}",
+        *(extra or []),
     ]
 
 
-def load_settings(recipe_path: str, model_dir: str) -> Settings:
+def load_settings(recipe_path: str, model_dir: str, extra: list[str]) -> Settings:
     from trainers.run import load_recipe
 
-    recipe, _ = load_recipe(recipe_path, telos_overrides(model_dir, 1, 0, tempfile.gettempdir()))
+    recipe, _ = load_recipe(recipe_path, telos_overrides(model_dir, 1, 0, tempfile.gettempdir(), extra=extra))
     r = recipe
     if len(r.rewards) != 1:
         raise SystemExit(
@@ -215,13 +248,16 @@ def prompt_order(num_rows: int, seed: int, count: int) -> list[int]:
 # ------------------------------------------------------------------------------ telos
 
 
-def run_telos(s: Settings, seed: int, steps: int, prompt_tokens: list[int], workdir: Path) -> dict[str, Any]:
+def run_telos(
+    s: Settings, seed: int, steps: int, prompt_tokens: list[int], workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     from telos.tracking import read_metrics
     from trainers.rl import train_rl
     from trainers.run import load_recipe
 
     out_dir = workdir / f"telos-seed{seed}"
-    recipe, raw = load_recipe(s.recipe, telos_overrides(s.model, steps, seed, str(out_dir)))
+    overrides = telos_overrides(s.model, steps, seed, str(out_dir), args.engine, args.overrides)
+    recipe, raw = load_recipe(s.recipe, overrides)
     t0 = time.perf_counter()
     train_rl(recipe, raw)
     wall = time.perf_counter() - t0
@@ -236,6 +272,7 @@ def run_telos(s: Settings, seed: int, steps: int, prompt_tokens: list[int], work
         "prompt_tokens": prompt_tokens,
         "reward_mean": [float(m["reward_mean"]) for m in rows],
         "completion_length_mean": [float(m["completion_length_mean"]) for m in rows],
+        "generation_seconds": [float(m["generation_time"]) for m in rows],
         "wall_seconds_incl_setup": wall,
     }
 
@@ -261,6 +298,7 @@ def run_stats(run: dict, num_params: int, peak: float, window: int) -> dict[str,
         "wall_seconds_incl_setup": run["wall_seconds_incl_setup"],
         "load_avg_1m_after": run.get("load_avg_1m_after"),
         "per_step": {k: v for k, v in run.items() if isinstance(v, list)},
+        "vllm_error": run.get("vllm_error"),
     }
 
 
@@ -305,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     recipe_path = str(Path(args.recipe) if Path(args.recipe).is_absolute() else REPO_ROOT / args.recipe)
     model_dir = resolve_model(args.model)
-    s = load_settings(recipe_path, model_dir)
+    s = load_settings(recipe_path, model_dir, args.overrides)
     check_parity(s)
     window = args.final_window or max(1, args.steps // 4)
     window = min(window, args.steps)
@@ -333,9 +371,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"\n=== repeat {rep + 1}/{args.repeats}: {side} (seed {seed}) ===", flush=True)
                 torch.manual_seed(seed)
                 if side == "telos":
-                    run = run_telos(s, seed, args.steps, telos_prompt_tokens, workdir)
+                    run = run_telos(s, seed, args.steps, telos_prompt_tokens, workdir, args)
                 else:
-                    run = run_trl(s, seed, args.steps, rows, order, workdir)
+                    run = run_trl(s, seed, args.steps, rows, order, workdir, use_vllm=args.trl_vllm)
                 # load on a shared machine moves the numbers: record it, and re-measure the peak
                 run["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
                 peaks.append(measure_matmul_peak(seconds=1.0))
@@ -354,6 +392,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trl = side_summary([e["trl"] for e in per_repeat], peak, s.completions_per_step)
     result = {
         "benchmark": "grpo_vs_trl",
+        "setting": args.setting,
+        "telos_engine": args.engine,
+        "trl_generation": "vllm colocate"
+        if args.trl_vllm and not trl_vllm_errors(per_repeat)
+        else "transformers generate",
+        "trl_vllm_errors": trl_vllm_errors(per_repeat),
         "telos_tokens_per_s": telos["tokens_per_s"],
         "trl_tokens_per_s": trl["tokens_per_s"],
         "ratio": telos["tokens_per_s"] / trl["tokens_per_s"],
@@ -378,7 +422,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "completions_per_step": s.completions_per_step,
             "trl": {
                 k: v
-                for k, v in trl_config(s, args.steps, args.seed, "<tmp>").to_dict().items()
+                for k, v in trl_config(s, args.steps, args.seed, "<tmp>", use_vllm=args.trl_vllm)
+                .to_dict()
+                .items()
                 if k in TRL_REPORTED_FIELDS
             },
             "timing": "sum of per-optimizer-step wall time: generation + scoring + update "
@@ -393,6 +439,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def trl_vllm_errors(per_repeat: list[dict]) -> list[str]:
+    return [e["trl"]["vllm_error"] for e in per_repeat if e["trl"].get("vllm_error")]
+
+
 TRL_REPORTED_FIELDS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
@@ -404,6 +454,7 @@ TRL_REPORTED_FIELDS = (
     "top_p",
     "top_k",
     "use_vllm",
+    "vllm_mode",
     "beta",
     "num_iterations",
     "epsilon",

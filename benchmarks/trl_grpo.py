@@ -12,12 +12,25 @@ if TYPE_CHECKING:
     from benchmarks.grpo_vs_trl import Settings
 
 
-def trl_config(s: Settings, steps: int, seed: int, output_dir: str):
+def trl_config(s: Settings, steps: int, seed: int, output_dir: str, use_vllm: bool = False):
     """TRL's GRPOConfig with the recipe's settings; one optimizer step = P prompts × G answers,
-    generated as one batch and trained as one batch (no gradient accumulation)."""
+    generated as one batch and trained as one batch (no gradient accumulation). ``use_vllm``:
+    TRL's colocate mode (an in-process vLLM synced after each step, TRL's default importance
+    correction on)."""
     from trl import GRPOConfig
 
+    vllm = (
+        dict(
+            use_vllm=True,
+            vllm_mode="colocate",
+            vllm_gpu_memory_utilization=0.3,
+            vllm_enable_sleep_mode=False,
+        )
+        if use_vllm
+        else dict(use_vllm=False)
+    )
     return GRPOConfig(
+        **vllm,
         output_dir=output_dir,
         # batch shape: one generation batch = one optimizer step = G·P completions
         per_device_train_batch_size=s.completions_per_step,
@@ -27,7 +40,6 @@ def trl_config(s: Settings, steps: int, seed: int, output_dir: str):
         shuffle_dataset=False,  # the dataset is already in telos's sampling order
         max_steps=steps,
         # generation
-        use_vllm=False,
         max_completion_length=s.max_completion_tokens,
         temperature=s.temperature,
         top_p=s.top_p,
@@ -67,7 +79,37 @@ def trl_config(s: Settings, steps: int, seed: int, output_dir: str):
     )
 
 
-def run_trl(s: Settings, seed: int, steps: int, rows: list[dict], order: list[int], workdir: Path) -> dict:
+def run_trl(
+    s: Settings,
+    seed: int,
+    steps: int,
+    rows: list[dict],
+    order: list[int],
+    workdir: Path,
+    use_vllm: bool = False,
+) -> dict:
+    """One TRL run; with ``use_vllm``, a colocate run that fails is recorded (``vllm_error``)
+    and replaced by a run on TRL's default generation."""
+    if use_vllm:
+        try:
+            return _run_trl(s, seed, steps, rows, order, workdir, use_vllm=True)
+        except Exception as e:  # TRL's vLLM path is not ours to fix; say why it did not run
+            error = f"{type(e).__name__}: {' '.join(str(e).split())}"[:600]
+            print(f"TRL vLLM colocate failed ({error}); rerunning on TRL's default generation", flush=True)
+            gc.collect()
+            return {**_run_trl(s, seed, steps, rows, order, workdir), "vllm_error": error}
+    return _run_trl(s, seed, steps, rows, order, workdir)
+
+
+def _run_trl(
+    s: Settings,
+    seed: int,
+    steps: int,
+    rows: list[dict],
+    order: list[int],
+    workdir: Path,
+    use_vllm: bool = False,
+) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOTrainer
@@ -105,7 +147,7 @@ def run_trl(s: Settings, seed: int, steps: int, rows: list[dict], order: list[in
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[resolve_reward_function(s.reward)],
-        args=trl_config(s, steps, seed, str(out_dir)),
+        args=trl_config(s, steps, seed, str(out_dir), use_vllm=use_vllm),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[recorder],

@@ -1,0 +1,77 @@
+"""Random-weight models of growing size for throughput benchmarks, built locally from a config
+(no download) with the tiny arithmetic model's tokenizer, and cached.
+
+Sizes follow familiar shapes: ``30m`` and ``120m`` are GPT-2-small-like Qwen2 stacks, ``500m``
+is Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 query / 2 kv heads, MLP 4864). The
+vocabulary is the tokenizer's 384 entries unless ``vocab`` is given (``151936`` gives
+Qwen2.5-0.5B's full embedding and lm_head; sampled ids beyond the tokenizer decode to "").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=384,
+    ),
+    "30m": dict(
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        intermediate_size=1536,
+    ),
+    "120m": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        intermediate_size=3072,
+    ),
+    "500m": dict(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+    ),
+}
+
+
+def random_model_dir(size: str, vocab: int | None = None, seed: int = 0) -> str:
+    """Directory of a random ``size`` model (built once into the telos cache)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from telos.models import load_tokenizer, quiet_transformers
+    from trainers.tiny import cache_dir, resolve_tiny
+
+    if size not in SIZES:
+        raise SystemExit(f"error: unknown model size {size!r}; valid: {', '.join(SIZES)}")
+    tok_dir = resolve_tiny("tiny:arith")
+    tokenizer = load_tokenizer(tok_dir)
+    vocab = vocab or len(tokenizer)
+    out = Path(cache_dir()) / f"bench-random-{size}-v{vocab}-s{seed}"
+    if not (out / "config.json").exists():
+        config = Qwen2Config(
+            vocab_size=vocab,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **SIZES[size],
+        )
+        quiet_transformers()
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        tmp = out.with_name(out.name + ".tmp")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(out)  # atomic: a half-written directory is never mistaken for a model
+    return str(out)
