@@ -34,6 +34,10 @@ def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return logits
 
 
+# finished rows leave the decode batch once at most this share of it is still running
+COMPACT_BELOW = 0.75
+
+
 def sample_categorical(probs: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     """One draw per row by inverting the CDF: first index whose cumulative mass exceeds u·total,
     u ~ U[0, 1). One random number per row, where ``torch.multinomial`` draws one per vocabulary
@@ -67,6 +71,11 @@ class TransformersDecoder:
         )
         self.positions = positions[:, -1:]
         return out.logits[:, -1].float()
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (finished ones leave the batch)."""
+        self.cache.reorder_cache(rows)
+        self.mask, self.positions = self.mask[rows], self.positions[rows]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
@@ -135,17 +144,18 @@ class HFEngine(Engine):
         lengths = torch.full((n,), params.max_tokens, dtype=torch.long, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         stopped_by_string: dict[int, int] = {}
+        alive = torch.arange(n, device=device)  # the decoder's rows, as indices into the batch
         for t in range(params.max_tokens):
             processed = process_logits(logits, params)
             logprobs = processed.log_softmax(-1)
             next_tok = processed.argmax(-1) if params.greedy else sample_categorical(logprobs.exp(), gen)
-            tokens[:, t] = next_tok
-            logps[:, t] = logprobs.gather(-1, next_tok[:, None]).squeeze(-1)
-            newly = (~done) & (next_tok == eos)
+            tokens[alive, t] = next_tok
+            logps[alive, t] = logprobs.gather(-1, next_tok[:, None]).squeeze(-1)
+            newly = alive[(~done[alive]) & (next_tok == eos)]
             lengths[newly] = t + 1
-            done |= newly
+            done[newly] = True
             if params.stop:
-                for r in (~done).nonzero().flatten().tolist():
+                for r in alive[~done[alive]].tolist():
                     tail = self.tokenizer.decode(tokens[r, max(0, t - 15) : t + 1])
                     if any(s in tail for s in params.stop):
                         lengths[r] = t + 1
@@ -153,6 +163,11 @@ class HFEngine(Engine):
                         stopped_by_string[r] = t + 1
             if bool(done.all()) or t == params.max_tokens - 1:
                 break
+            running = ~done[alive]
+            if int(running.sum()) <= COMPACT_BELOW * len(alive):  # drop finished rows from the batch
+                keep = running.nonzero().flatten()
+                decoder.select(keep)
+                alive, next_tok = alive[keep], next_tok[keep]
             logits = decoder.step(next_tok)
 
         tokens_l, logps_l, lengths_l = tokens.tolist(), logps.tolist(), lengths.tolist()

@@ -8,9 +8,9 @@ a decode step is the math: RMSNorm, fused q/k/v, rotary, one SDPA call over the 
 o-proj, fused gate/up, SiLU, down-proj. The weights are the live ``nn.Parameter`` objects of the
 model (q/k/v and gate/up are concatenated once per weight version), so no sync is needed.
 
-``LeanDecoder.supports(model)`` is the capability check: plain (non-PEFT) ``LlamaForCausalLM`` /
-``Qwen2ForCausalLM`` with default rotary embeddings, no sliding window; anything else uses the
-transformers loop in ``rollout/hf.py``.
+``LeanDecoder.supports(model)`` is the capability check: plain (non-PEFT, not ZeRO-3-sharded)
+``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with default rotary embeddings, no sliding window;
+anything else uses the transformers loop in ``rollout/hf.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class LeanDecoder:
     def supports(model) -> bool:
         cfg = getattr(model, "config", None)
         if cfg is None or hasattr(model, "peft_config") or getattr(cfg, "model_type", None) not in SUPPORTED:
+            return False
+        if any(hasattr(p, "ds_id") for p in model.parameters()):  # ZeRO-3 shards: only its hooks gather them
             return False
         rope = getattr(cfg, "rope_scaling", None) or {}
         rope_type = (
@@ -120,6 +122,12 @@ class LeanDecoder:
         self.key_mask[:, :w] = mask.bool()[index]
         self.positions = positions[index, -1]
         return logits[index, -1]
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only these rows (finished ones leave the batch)."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+        self.key_mask, self.positions = self.key_mask[rows], self.positions[rows]
 
     @torch.no_grad()
     def step(self, tokens: Tensor) -> Tensor:

@@ -89,6 +89,7 @@ class VLLMRunner:
         self.llm = LLM(**kwargs)
         self.weight_version = 0
         self.sleeping = False
+        self.weights_lost = False  # sleep level 2 frees the weights: they must be loaded again
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[list[dict]]:
         """Per prompt, ``params.n`` dicts: token_ids, logprobs (of each sampled token), finish_reason
@@ -132,13 +133,14 @@ class VLLMRunner:
         runner.reload_weights(weights_iterator=iter(named))
         self.llm.reset_prefix_cache()
         self.weight_version += 1
+        self.weights_lost = False
 
     def sleep(self) -> None:
         """Free accelerator memory for training (level 2 drops the weights: the next
         ``load_weights`` brings them back). A no-op on CPU, where vLLM has no sleep mode."""
         if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:
             self.llm.sleep(level=2)
-            self.sleeping = True
+            self.sleeping = self.weights_lost = True
 
     def wake_up(self) -> None:
         if self.sleeping:
@@ -223,6 +225,8 @@ class VLLMColocatedEngine(Engine):
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        if self.runner.weights_lost:  # slept since the last push (e.g. an evaluation right after one)
+            self.sync_weights(self.model)
         groups = self.runner.generate(ids, params)
         if self.sleep_between_steps:
             self.runner.sleep()

@@ -20,7 +20,19 @@ NamedTensor = tuple[str, torch.Tensor]
 
 def exported_weights(model) -> list[NamedTensor]:
     """The model's full weights under base-model names (views where possible, no copies). Tied
-    weights appear under each name: vLLM's CPU build keeps its own copy of a tied ``lm_head``."""
+    weights appear under each name: vLLM's CPU build keeps its own copy of a tied ``lm_head``.
+    Under DeepSpeed ZeRO-3 each rank holds a shard: the full weights are gathered (and copied)
+    first."""
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return [(n, t.clone()) for n, t in _exported(model)]
+    return _exported(model)
+
+
+def _exported(model) -> list[NamedTensor]:
     base, deltas = model, {}
     if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
         base = model.get_base_model()

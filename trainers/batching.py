@@ -106,33 +106,56 @@ def completion_logits(model, batch: PackedBatch) -> torch.Tensor:
     )
 
 
+def length_buckets(lengths: torch.Tensor, min_rows: int = 16, min_saving: float = 0.25) -> list[torch.Tensor]:
+    """Row indices split into a short and a long half (by completion length) when padding each
+    half to its own longest saves at least ``min_saving`` of the padded positions; else one bucket."""
+    b = len(lengths)
+    order = torch.argsort(lengths, stable=True)
+    if b < min_rows:
+        return [order]
+    short, long = order[: b // 2], order[b // 2 :]
+    full = b * lengths.max().clamp(min=1)
+    split = len(short) * lengths[short].max().clamp(min=1) + len(long) * lengths[long].max().clamp(min=1)
+    return [short, long] if split <= (1 - min_saving) * full else [order]
+
+
 def _shared_prompt_logits(model, batch: PackedBatch, inverse: torch.Tensor, num_prompts: int) -> torch.Tensor:
     from transformers import DynamicCache
 
     b, wc = batch.completion_ids.shape
     wp = batch.input_ids.shape[1] - wc
-    rows = torch.arange(b, device=inverse.device)
-    first_row = torch.full((num_prompts,), b, device=inverse.device).scatter_reduce(0, inverse, rows, "amin")
+    device = inverse.device
+    rows = torch.arange(b, device=device)
+    first_row = torch.full((num_prompts,), b, device=device).scatter_reduce(0, inverse, rows, "amin")
     p_ids, p_mask = batch.input_ids[first_row, :wp], batch.attention_mask[first_row, :wp]
-    cache = DynamicCache()
+    prompt_cache = DynamicCache()
     last = model(
         input_ids=p_ids,
         attention_mask=p_mask,
         position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
-        past_key_values=cache,
+        past_key_values=prompt_cache,
         use_cache=True,
         logits_to_keep=1,  # the prompt's last position predicts the first completion token
     ).logits[:, -1:]
-    cache.reorder_cache(inverse)  # index_select: one copy per answer, gradients flow back to the prompt
-    c_positions = p_mask.sum(-1)[inverse][:, None] + torch.arange(wc, device=inverse.device)[None]
-    rest = model(
-        input_ids=batch.completion_ids,
-        attention_mask=torch.cat([p_mask[inverse], batch.attention_mask[:, wp:]], dim=1),
-        position_ids=c_positions,
-        past_key_values=cache,
-        use_cache=True,
-    ).logits[:, :-1]
-    return torch.cat([last[inverse], rest], dim=1).float()
+    logits = torch.cat([last[inverse].float(), last.new_zeros(b, wc - 1, last.shape[-1]).float()], dim=1)
+    c_mask = batch.attention_mask[:, wp:]
+    # short and long answers in separate passes, each padded to its own longest
+    for idx in length_buckets(c_mask.sum(-1)):
+        width = max(1, int(c_mask[idx].sum(-1).max()))
+        if width < 2:
+            continue  # one-token answers: the prompt pass already predicted it
+        cache = DynamicCache()
+        for layer, prompt_layer in enumerate(prompt_cache.layers):  # one copy per answer, in the graph
+            cache.update(prompt_layer.keys[inverse[idx]], prompt_layer.values[inverse[idx]], layer)
+        out = model(
+            input_ids=batch.completion_ids[idx, : width - 1],
+            attention_mask=torch.cat([p_mask[inverse[idx]], c_mask[idx, : width - 1]], dim=1),
+            position_ids=p_mask.sum(-1)[inverse[idx]][:, None] + torch.arange(width - 1, device=device)[None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logits = logits.index_put((idx[:, None], torch.arange(1, width, device=device)[None]), out.float())
+    return logits
 
 
 def token_logps(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
