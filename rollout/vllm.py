@@ -104,7 +104,10 @@ class VLLMRunner:
             top_k=params.top_k if params.top_k > 0 else -1,
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
-            seed=params.seed,
+            # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across scheduler steps (prompt tokens > max_num_batched_tokens):
+            # there, sampling follows the engine's seeded global generator instead
+            seed=None if _on_cpu() else params.seed,
             logprobs=0,  # the sampled token's log-prob only
         )
         outs = self.llm.generate(

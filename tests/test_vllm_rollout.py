@@ -61,6 +61,10 @@ COLOCATED_DRIVER = textwrap.dedent(
     ctx.engine.sync_weights(model)
     out["equal_after_sync"] = ids(ctx.engine) == ids(hf)
     out["engine"] = type(ctx.engine).__name__
+    # more prompt tokens than one scheduler step takes (chunked prefill) with a seed must work
+    many = [r["_prompt"] for r in ctx.test_rows] * 40
+    big = ctx.engine.generate(many, SamplingParams(n=2, max_tokens=4, seed=3))
+    out["chunked_prefill_ok"] = len(big) == 2 * len(many) and sum(len(p) for p in ctx.tokenizer(many)["input_ids"]) > 4096
     json.dump(out, open(sys.argv[2], "w"))
     """
 )
@@ -84,8 +88,11 @@ def _check_metrics(run_dir: Path, phases: set[str]) -> None:
         assert r["is_weight_mean"] == pytest.approx(1.0, abs=1e-2)
 
 
-def test_colocated_grpo_then_greedy_matches_trainer(tmp_path, write_recipe, subprocess_env):
-    recipe = write_recipe(tmp_path, **{"engine.backend": "vllm", "train.steps": STEPS})
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_colocated_grpo_then_greedy_matches_trainer(lora, tmp_path, write_recipe, subprocess_env):
+    """With LoRA the engine gets base + ΔW merged on the fly (the trainer keeps its adapter)."""
+    extra = {"model.lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}} if lora else {}
+    recipe = write_recipe(tmp_path, **{"engine.backend": "vllm", "train.steps": STEPS, **extra})
     driver, result = tmp_path / "driver.py", tmp_path / "result.json"
     driver.write_text(COLOCATED_DRIVER)
     proc = subprocess.run(
@@ -103,6 +110,7 @@ def test_colocated_grpo_then_greedy_matches_trainer(tmp_path, write_recipe, subp
         "differs_before_sync": True,
         "equal_after_sync": True,
         "engine": "VLLMColocatedEngine",
+        "chunked_prefill_ok": True,
     }
     _check_metrics(tmp_path / "run", {"sync/gather_s", "sync/load_s", "sync/megabytes"})
 
