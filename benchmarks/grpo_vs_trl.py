@@ -20,8 +20,9 @@ The telos side runs on ``--engine`` (hf: the trainer's own weights through the l
 vllm: the colocated vLLM engine with weight sync); ``--trl-vllm`` puts TRL on its own vLLM
 colocate mode (if that fails to start, the error is recorded and TRL's default is used).
 ``--setting 120m`` switches to a random-weight ~113M-parameter Qwen2 (benchmarks/models.py) with
-4 prompts × 8 answers × 32 tokens per step, 4 steps, 1 repeat (≈ 100 tokens/s is the FLOP
-ceiling there on 2 cores).
+4 prompts × 8 answers × 32 tokens per step, 4 steps, 1 repeat, and a dense reward
+(benchmarks/rewards.py: the share of digits; the verifier gives a random model 0 everywhere,
+so every advantage would be 0).
 
     python benchmarks/grpo_vs_trl.py                      # default: tiny:arith, built once
     python benchmarks/grpo_vs_trl.py --setting 120m --engine vllm
@@ -75,7 +76,13 @@ SETTINGS = {
         "model": "random:120m",
         "steps": 4,
         "repeats": 1,
-        "overrides": ["train.prompts_per_step=4", "sampling.max_tokens=32", "train.micro_batch_size=32"],
+        "overrides": [
+            "train.prompts_per_step=4",
+            "sampling.max_tokens=32",
+            "train.micro_batch_size=32",
+            # a random model never earns the verifier's reward: a dense one keeps the update real
+            "rewards=[{name: 'benchmarks.rewards:digit_fraction'}]",
+        ],
     },
 }
 

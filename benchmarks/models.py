@@ -9,6 +9,7 @@ Qwen2.5-0.5B's full embedding and lm_head; sampled ids beyond the tokenizer deco
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 SIZES: dict[str, dict[str, int]] = {
@@ -43,8 +44,11 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-def random_model_dir(size: str, vocab: int | None = None, seed: int = 0) -> str:
-    """Directory of a random ``size`` model (built once into the telos cache)."""
+def random_model_dir(
+    size: str, vocab: int | None = None, seed: int = 0, tokenizer_from: str | None = None
+) -> str:
+    """Directory of a random ``size`` model (built once into the telos cache), with the
+    tokenizer of ``tokenizer_from`` (default: the tiny arithmetic model's)."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -53,10 +57,14 @@ def random_model_dir(size: str, vocab: int | None = None, seed: int = 0) -> str:
 
     if size not in SIZES:
         raise SystemExit(f"error: unknown model size {size!r}; valid: {', '.join(SIZES)}")
-    tok_dir = resolve_tiny("tiny:arith")
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = load_tokenizer(tokenizer_from or resolve_tiny("tiny:arith"))
     vocab = vocab or len(tokenizer)
-    out = Path(cache_dir()) / f"bench-random-{size}-v{vocab}-s{seed}"
+    tag = (
+        ""
+        if tokenizer_from is None
+        else "-" + hashlib.sha1(str(Path(tokenizer_from).resolve()).encode()).hexdigest()[:8]
+    )
+    out = Path(cache_dir()) / f"bench-random-{size}-v{vocab}-s{seed}{tag}"
     if not (out / "config.json").exists():
         config = Qwen2Config(
             vocab_size=vocab,

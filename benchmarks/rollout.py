@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", help="float32 (CPU) | bfloat16 (GPU)")
     p.add_argument("--vocab", type=int, default=None, help="model vocabulary (default: the tokenizer's 384)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument(
+        "--tokenizer", default=None, help="model directory whose tokenizer to use (default: tiny:arith)"
+    )
     p.add_argument("--out", default=DEFAULT_OUT)
     return p.parse_args(argv)
 
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     results = []
     for size in [s for s in args.sizes.split(",") if s]:
-        model_dir = random_model_dir(size, vocab=args.vocab)
+        model_dir = random_model_dir(size, vocab=args.vocab, tokenizer_from=args.tokenizer)
         prompts = args.prompts or (CPU_PROMPTS[size] if device == "cpu" else 64)
         for engine in engines:
             print(
