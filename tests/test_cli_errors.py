@@ -101,7 +101,11 @@ MORE_BAD_OVERRIDES = {
     "zero steps": (["train.steps=0"], ["'train.steps'", "1"]),
     "one generation": (["sampling.num_generations=1"], ["'sampling.num_generations'", "2"]),
     "negative temperature": (["sampling.temperature=-1"], ["'sampling.temperature'"]),
-    "backend not built": (["engine.backend=vllm"], ["'engine.backend'", "hf"]),
+    "unknown backend": (["engine.backend=sglang"], ["'engine.backend'", "hf", "vllm"]),
+    "server without url": (["engine.backend=vllm", "engine.mode=server"], ["'engine.url'", "http"]),
+    "hf has no server": (["engine.mode=server", "engine.url=http://x:1"], ["'engine.mode'", "vllm"]),
+    "correction cap": (["engine.correction_cap=0"], ["'engine.correction_cap'"]),
+    "correction mode": (["engine.correction=clip"], ["'engine.correction'", "token_truncate"]),
     # a typo inside an optional section must name the inner key, not only the section
     "lora field type": (["model.lora={r: abc}"], ["'model.lora.r'", "int"]),
     "lora unknown key": (["model.lora={rank: 8}"], ["'model.lora.rank'", "alpha"]),
