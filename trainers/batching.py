@@ -84,13 +84,22 @@ def _shares_cache(model) -> bool:
     return not getattr(inner, "is_gradient_checkpointing", False)
 
 
+def _ranks_in_lockstep() -> bool:
+    """Under DDP every forward call broadcasts buffers, and under ZeRO-3 gathers parameters:
+    all ranks must make the same number of calls, so no choice may depend on local data."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def completion_logits(model, batch: PackedBatch) -> torch.Tensor:
     """[B, Wc, V] fp32 logits that predict each completion column (only those positions are
     materialised). Rows that share a prompt run it once (module docstring)."""
     if batch.prompt_group is not None and _shares_cache(model):
         groups, inverse = torch.unique(batch.prompt_group, return_inverse=True)
-        if len(groups) < len(batch):
-            return _shared_prompt_logits(model, batch, inverse, len(groups))
+        lockstep = _ranks_in_lockstep()
+        if len(groups) < len(batch) or lockstep:
+            return _shared_prompt_logits(model, batch, inverse, len(groups), lockstep)
     wc = batch.completion_ids.shape[1]
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     return (
@@ -119,7 +128,11 @@ def length_buckets(lengths: torch.Tensor, min_rows: int = 16, min_saving: float 
     return [short, long] if split <= (1 - min_saving) * full else [order]
 
 
-def _shared_prompt_logits(model, batch: PackedBatch, inverse: torch.Tensor, num_prompts: int) -> torch.Tensor:
+def _shared_prompt_logits(
+    model, batch: PackedBatch, inverse: torch.Tensor, num_prompts: int, lockstep: bool = False
+) -> torch.Tensor:
+    """Two model calls (prompts, then completions) — or three when splitting answers by length
+    pays, which ``lockstep`` (several ranks) rules out: then always exactly two."""
     from transformers import DynamicCache
 
     b, wc = batch.completion_ids.shape
@@ -140,10 +153,12 @@ def _shared_prompt_logits(model, batch: PackedBatch, inverse: torch.Tensor, num_
     logits = torch.cat([last[inverse].float(), last.new_zeros(b, wc - 1, last.shape[-1]).float()], dim=1)
     c_mask = batch.attention_mask[:, wp:]
     # short and long answers in separate passes, each padded to its own longest
-    for idx in length_buckets(c_mask.sum(-1)):
+    buckets = [rows] if lockstep else length_buckets(c_mask.sum(-1))
+    for idx in buckets:
         width = max(1, int(c_mask[idx].sum(-1).max()))
-        if width < 2:
+        if width < 2 and not lockstep:
             continue  # one-token answers: the prompt pass already predicted it
+        width = max(width, 2)  # in lockstep the call happens anyway (its extra column is unused)
         cache = DynamicCache()
         for layer, prompt_layer in enumerate(prompt_cache.layers):  # one copy per answer, in the graph
             cache.update(prompt_layer.keys[inverse[idx]], prompt_layer.values[inverse[idx]], layer)
@@ -154,7 +169,10 @@ def _shared_prompt_logits(model, batch: PackedBatch, inverse: torch.Tensor, num_
             past_key_values=cache,
             use_cache=True,
         ).logits
-        logits = logits.index_put((idx[:, None], torch.arange(1, width, device=device)[None]), out.float())
+        keep = min(width, wc) - 1  # lockstep may have run a column the batch does not have
+        if keep > 0:
+            cols = torch.arange(1, keep + 1, device=device)[None]
+            logits = logits.index_put((idx[:, None], cols), out[:, :keep].float())
     return logits
 
 
@@ -179,16 +197,39 @@ def accumulate(
     ``micro_batch_size`` — ``loss_of(indices, num_micro_batches)`` returns each micro-batch's
     share of the loss — with gradients all-reduced once, on the last backward.
 
-    Every rank runs the same number of micro-batches (the maximum over ranks), so DDP's
-    collectives stay in step; a rank that has run out backpropagates a zero loss.
+    Every rank runs the same number of micro-batches (the maximum over ranks); a rank that has
+    run out backpropagates a zero loss. Such a loss never passes through DDP's forward, which
+    is what arms DDP's gradient all-reduce, so when any rank is empty every rank skips DDP's
+    reduction and averages the gradients itself in one flat all-reduce.
     Returns that number of micro-batches.
     """
+    from torch.nn.parallel import DistributedDataParallel
+
     counts = acc.gather(torch.tensor([float(n_local)], device=acc.device))
     num_micro = max(1, math.ceil(counts.max().item() / micro_batch_size))
+    manual = isinstance(model, DistributedDataParallel) and counts.min().item() == 0
     for m in range(num_micro):
         idx = list(range(m * micro_batch_size, min((m + 1) * micro_batch_size, n_local)))
-        sync = m == num_micro - 1
+        sync = m == num_micro - 1 and not manual
         with acc.no_sync(model) if not sync else contextlib.nullcontext():
             loss = loss_of(idx, num_micro) if idx else sum(p.sum() for p in model.parameters()) * 0.0
             acc.backward(loss)
+    if manual:
+        _average_gradients(model, acc.num_processes)
     return num_micro
+
+
+def _average_gradients(model, world_size: int) -> None:
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()

@@ -92,11 +92,15 @@ def warn_single_process_cpu_launch() -> None:
 
 
 def setup_run(recipe: RLRecipe) -> RunContext:
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
 
     warn_single_process_cpu_launch()
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    # the models' buffers (rotary tables) never change: broadcasting them in every DDP forward
+    # would make each forward a collective, and ranks with different amounts of data (OREAL's
+    # pairs, dynamic sampling) make different numbers of forward calls
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     set_seed(recipe.train.seed)  # same init on every rank; sampling seeds differ per rank
     name = recipe.model.name_or_path
     if name.startswith("tiny:"):
