@@ -26,9 +26,10 @@ def length_reward(prompts, completions, **columns):
 
 
 def long_answer(prompts, completions, **columns):
-    # a 0/1 "verifier" the untrained model passes about half the time: NFT and OREAL need
-    # groups with both right and wrong answers, which `numeric` rarely gives this model
-    return [1.0 if len(c) >= 30 else 0.0 for c in completions]
+    # a 0/1 "verifier" the untrained model passes about half the time (its answers are ~17
+    # characters long at 24 tokens): NFT and OREAL need groups with both right and wrong
+    # answers, which `numeric` rarely gives this model
+    return [1.0 if len(c) >= 17 else 0.0 for c in completions]
 """
 
 
