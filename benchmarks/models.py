@@ -9,37 +9,24 @@ Qwen2.5-0.5B's full embedding and lm_head; sampled ids beyond the tokenizer deco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
-SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=384,
+from telos.models import TinyModelConfig
+
+SIZES: dict[str, TinyModelConfig] = {
+    "tiny": TinyModelConfig(
+        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=384
     ),
-    "30m": dict(
-        hidden_size=512,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        intermediate_size=1536,
+    "30m": TinyModelConfig(
+        hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8, intermediate_size=1536
     ),
-    "120m": dict(
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=12,
-        intermediate_size=3072,
+    "120m": TinyModelConfig(
+        hidden_size=768, num_layers=12, num_heads=12, num_kv_heads=12, intermediate_size=3072
     ),
-    "500m": dict(
-        hidden_size=896,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        intermediate_size=4864,
+    "500m": TinyModelConfig(
+        hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864
     ),
 }
 
@@ -49,10 +36,7 @@ def random_model_dir(
 ) -> str:
     """Directory of a random ``size`` model (built once into the telos cache), with the
     tokenizer of ``tokenizer_from`` (default: the tiny arithmetic model's)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
-    from telos.models import load_tokenizer, quiet_transformers
+    from telos.models import build_tiny_model, load_tokenizer
     from trainers.tiny import cache_dir, resolve_tiny
 
     if size not in SIZES:
@@ -66,18 +50,8 @@ def random_model_dir(
     )
     out = Path(cache_dir()) / f"bench-random-{size}-v{vocab}-s{seed}{tag}"
     if not (out / "config.json").exists():
-        config = Qwen2Config(
-            vocab_size=vocab,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **SIZES[size],
-        )
-        quiet_transformers()
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        shape = dataclasses.replace(SIZES[size], max_position_embeddings=2048)
+        model = build_tiny_model(shape, tokenizer, seed=seed, vocab_size=vocab)
         tmp = out.with_name(out.name + ".tmp")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -72,15 +72,16 @@ def build_tokenizer(corpus: list[str], vocab_size: int, cross_spaces: bool = Fal
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
-def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int = 0):
-    """A randomly initialised causal LM of the given shape, sized to the tokenizer."""
+def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int = 0, vocab_size: int | None = None):
+    """A randomly initialised causal LM of the given shape, sized to the tokenizer (or to
+    ``vocab_size`` — a larger embedding whose extra ids decode to nothing)."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}.get(cfg.arch)
     if config_cls is None:
         raise UserError(f"tiny.arch {cfg.arch!r} is not valid; valid: llama, qwen2")
     config = config_cls(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
