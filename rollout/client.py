@@ -62,7 +62,7 @@ class VLLMServerEngine(Engine):
             self.url + path,
             data=data,
             headers=headers,
-            method="GET" if data is None and path == "/health" else "POST",
+            method="GET" if payload is None else "POST",
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout_s) as resp:
