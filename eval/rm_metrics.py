@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from eval.metrics import _vote_key, majority_vote
+from rewards.rm_losses import hard_step_label
 from telos.errors import UserError
 from telos.stats import auroc
 
@@ -311,7 +312,8 @@ def weighted_vote(answers: Sequence[str | None], scores: Sequence[float], correc
 
 
 def step_accuracy(pred: Sequence[float] | torch.Tensor, labels: Sequence[float] | torch.Tensor) -> float:
-    """Share of steps whose predicted class matches the label: mean_k 1[(p_k > 0.5) = (y_k > 0.5)].
+    """Share of steps whose predicted class matches the label: mean_k 1[(p_k > 0.5) = (y_k > 0)],
+    1[y > 0] Math-Shepherd's hard label (``rewards.rm_losses.hard_step_label``; y soft or 0/1).
 
     NaN labels (unlabelled steps) are left out, as in ``auroc``; NaN when no step is left.
     """
@@ -322,4 +324,4 @@ def step_accuracy(pred: Sequence[float] | torch.Tensor, labels: Sequence[float] 
     keep = ~torch.isnan(y)
     if not bool(keep.any()):
         return float("nan")
-    return float(((p[keep] > 0.5) == (y[keep] > 0.5)).double().mean())
+    return float(((p[keep] > 0.5) == hard_step_label(y[keep])).double().mean())

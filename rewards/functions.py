@@ -32,6 +32,7 @@ __all__ = [
     "numeric_reward",
     "reasoning_gym_reward",
     "resolve_reward_function",
+    "reward_inputs",
     "score_completions",
 ]
 
@@ -206,6 +207,23 @@ def _coerce(value: Any, name: str, i: int) -> float | None:
         ) from None
     # TRL writes "cannot score" as NaN; here it is None so it is excluded, not averaged in.
     return None if math.isnan(v) else v
+
+
+def reward_inputs(
+    row_prompts: Sequence[Any], prompt_texts: Sequence[str], texts: Sequence[str]
+) -> tuple[list[Any], list[Any]]:
+    """``(prompts, completions)`` for reward functions, in the shapes TRL's GRPOTrainer (1.16)
+    hands them. A row in TRL's standard format (string prompt) gives the prompt text the policy
+    saw and the completion text; a conversational row (a list of messages) gives its messages
+    and ``[{"role": "assistant", "content": text}]``.
+    """
+    prompts: list[Any] = []
+    completions: list[Any] = []
+    for row_prompt, prompt_text, text in zip(row_prompts, prompt_texts, texts, strict=True):
+        conversational = isinstance(row_prompt, list)
+        prompts.append(list(row_prompt) if conversational else prompt_text)
+        completions.append([{"role": "assistant", "content": text}] if conversational else text)
+    return prompts, completions
 
 
 def score_completions(

@@ -277,6 +277,16 @@ def q_values(hidden: Tensor, goal: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def hard_step_label(y):
+    """Math-Shepherd's hard label of a step: 1[y > 0], "some completion from this step reaches
+    the answer", where y, the soft label, is the share of the step's completions that do.
+
+    One definition for PRM training (``hard_ce``), its step accuracy, ``telos eval rm`` and the
+    labels ``eval/rm_data.py`` writes. Works on a float (→ bool) and on a tensor (→ bool tensor).
+    """
+    return y > 0
+
+
 def prm_loss(
     logits: Tensor, labels: Tensor, mask: Tensor, kind: str = "soft_ce"
 ) -> tuple[Tensor, dict[str, float]]:
@@ -286,12 +296,12 @@ def prm_loss(
     0 are never read (may be −100 or NaN), nor are the logits there. ``kind``:
 
         "soft_ce": logits [..., 2],  ℓ = −(1 − y)·log softmax(z)₀ − y·log softmax(z)₁
-        "hard_ce": logits [..., 2],  the same with y replaced by 1[y > 0.5]
+        "hard_ce": logits [..., 2],  the same with y replaced by 1[y > 0] (``hard_step_label``)
         "mse":     logits [...],     ℓ = (σ(z) − y)²
 
         L = Σ_t m_t ℓ_t / Σ_t m_t          (0 when no position is labelled)
 
-    Metrics: ``loss``, ``step_accuracy`` (1[p > 0.5] == 1[y > 0.5], p = softmax(z)₁ or σ(z);
+    Metrics: ``loss``, ``step_accuracy`` (1[p > 0.5] == 1[y > 0], p = softmax(z)₁ or σ(z);
     0.0 when no position is labelled) and ``num_steps``.
     """
     if kind not in PRM_KINDS:
@@ -312,7 +322,7 @@ def prm_loss(
     n = int(y.numel())
     if two_class:
         if kind == "hard_ce":
-            y = (y > 0.5).float()
+            y = hard_step_label(y).float()
         logp = F.log_softmax(z, dim=-1)
         per_step = -((1.0 - y) * logp[:, 0] + y * logp[:, 1])
         p = logp[:, 1].exp()
@@ -320,7 +330,7 @@ def prm_loss(
         p = torch.sigmoid(z)
         per_step = (p - y) ** 2
     loss = per_step.sum() / max(n, 1)
-    correct = ((p.detach() > 0.5) == (labels[keep] > 0.5)).float()
+    correct = ((p.detach() > 0.5) == hard_step_label(labels[keep])).float()
     metrics = {
         "loss": loss.item(),
         "step_accuracy": correct.mean().item() if n else 0.0,

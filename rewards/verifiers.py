@@ -132,29 +132,35 @@ def _is_huge(expr: Any) -> bool:
 
 
 def verify_math(completion: str, gold: str) -> bool | None:
-    """MATH-style grading: the completion's final answer (``####``, ``\\boxed{}`` or "The answer
-    is") is mathematically equal to ``gold`` (``\\frac{1}{2}`` = ``0.5``), using math_verify.
+    """MATH-style grading: the completion's final answer is mathematically equal to ``gold``
+    (``\\frac{1}{2}`` = ``0.5``), using math_verify.
 
-    Plain numbers on both sides are compared numerically without sympy (fast path). Returns None
-    when ``gold`` cannot be parsed; False for a missing or malformed answer; never raises.
+    Fast paths first: a ``####``, ``\\boxed{}`` or "The answer is" answer is taken as the answer
+    (plain numbers on both sides compared without sympy). A completion with none of them is
+    handed to math_verify whole, with its default extraction (LaTeX and plain expressions), as
+    TRL's ``accuracy_reward`` hands it the whole completion: "Answer: 3/4", "So x = 5." and
+    "Answer: $3/4$" are then read. Returns None when ``gold`` cannot be parsed; False for a
+    missing or malformed answer; never raises.
     """
     if not isinstance(gold, str) or not gold.strip():
         return None
+    if not isinstance(completion, str):
+        return False
     try:
-        pred = extract_answer(completion) if isinstance(completion, str) else None
-        if normalize_number(gold) is not None and (pred is None or normalize_number(pred) is not None):
+        pred = extract_answer(completion)
+        if pred is not None and normalize_number(gold) is not None and normalize_number(pred) is not None:
             return verify_numeric(pred, gold)
         gold_parsed = _parse_gold(gold)
         if all(isinstance(g, str) for g in gold_parsed):
             # math_verify could only fall back to the raw string: the gold is malformed LaTeX.
             return None
-        if pred is None or len(pred) > _MAX_ANSWER_CHARS:
+        if pred is not None and len(pred) > _MAX_ANSWER_CHARS:
             return False
-        pred_parsed = _mv_parse(pred)
+        from math_verify import parse, verify
+
+        pred_parsed = _mv_parse(pred) if pred is not None else parse(completion, parsing_timeout=_timeout())
         if not pred_parsed or any(_is_huge(p) for p in pred_parsed):
             return False
-        from math_verify import verify
-
         return bool(verify(list(gold_parsed), pred_parsed, timeout_seconds=_timeout()))
     except (KeyboardInterrupt, SystemExit):
         raise

@@ -101,6 +101,12 @@ class HFEngine(Engine):
         self.lean = lean and LeanDecoder.supports(model)
         self._lean = LeanDecoder(model) if self.lean else None
 
+    def sync_weights(self, model) -> None:
+        # DeepSpeed ZeRO-1/2 writes the new weights into its flat buffer through other views,
+        # which leaves the parameters' version counters (the lean decoder's cache key) unchanged
+        if self._lean is not None:
+            self._lean._fused_version = None
+
     def _decoder(self):
         return self._lean if self._lean is not None else TransformersDecoder(self.model)
 

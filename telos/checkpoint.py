@@ -5,9 +5,15 @@ A checkpoint holds everything needed to continue a run as if it had never stoppe
     step-N/
       model.safetensors, config.json   (or adapter_model.safetensors + adapter_config.json for peft)
       tokenizer files                  (when a tokenizer is passed)
-      optimizer.pt, scheduler.pt       (state dicts)
+      optimizer.pt, scheduler.pt       (state dicts; a sharded optimizer — DeepSpeed ZeRO — writes
+                                        optimizer_rank{R}.pt on every rank instead)
       trainer_state.json               (the caller's dict: step, data cursor, ...)
       rng_rank{R}.pt                   (python / numpy / torch / CUDA RNG of every rank)
+
+Loading never unpickles code: every ``torch.load`` is ``weights_only=True`` (a downloaded run
+directory passed as ``resume:`` must not be able to execute anything). The RNG file therefore
+holds tensors and plain Python values only; older files with a numpy array load through an
+allow-list of the numpy globals that array needs.
 
 Atomicity: everything is written into ``checkpoints/.tmp-step-N/``, fsynced, and only then
 renamed to ``step-N`` (``os.replace`` of a directory is atomic on POSIX file systems). A process
@@ -73,6 +79,8 @@ def save_checkpoint(
     barrier: Callable[[], None] = _noop,
     keep_last: int | None = 2,
     extra_writers: dict[str, Callable[[Path], None]] | None = None,
+    state_dict: dict | None = None,
+    optimizer_shards: bool = False,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-{step}`` atomically and return its path.
 
@@ -82,7 +90,9 @@ def save_checkpoint(
     ``keep_last``: how many checkpoints to keep (``None`` keeps all); older ones are deleted
     after the new one is in place. ``extra_writers``: ``{name: write(directory)}`` for state
     beyond the policy (e.g. OREAL's token RM), each written by rank 0 into ``step-N/<name>/``
-    inside the same atomic rename.
+    inside the same atomic rename. ``state_dict``: the full weights when the module does not
+    hold them (gathered ZeRO-3 shards; only rank 0's is used). ``optimizer_shards``: every rank
+    writes its own ``optimizer.state_dict()`` (a ZeRO optimizer holds one shard per rank).
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
@@ -102,12 +112,15 @@ def save_checkpoint(
 
     # 2. every rank writes its RNG; rank 0 writes the rest.
     _write_file(tmp / f"rng_rank{rank}.pt", lambda f: torch.save(_rng_state(), f))
+    if optimizer is not None and optimizer_shards:
+        _write_file(tmp / _optimizer_shard(rank), lambda f: torch.save(optimizer.state_dict(), f))
     if rank == 0:
+        extra = {} if state_dict is None else {"state_dict": state_dict}
         with _no_hf_progress_bars():
-            model.save_pretrained(tmp, safe_serialization=True, **_save_kwargs(model))
+            model.save_pretrained(tmp, safe_serialization=True, **_save_kwargs(model), **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if optimizer is not None:
+        if optimizer is not None and not optimizer_shards:
             _write_file(tmp / OPTIMIZER, lambda f: torch.save(optimizer.state_dict(), f))
         if scheduler is not None:
             _write_file(tmp / SCHEDULER, lambda f: torch.save(scheduler.state_dict(), f))
@@ -131,6 +144,32 @@ def save_checkpoint(
         _prune(ckpt_root, keep_last, just_saved=step)
     barrier()
     return final
+
+
+def write_directory_atomically(directory: Path, write: Callable[[Path], None]) -> Path:
+    """Create ``directory`` (e.g. a run's ``final/``) atomically: ``write(tmp)`` fills a private
+    sibling (``telos.cache.atomic_path``), which is fsynced and renamed over it. A kill at any
+    moment leaves the old directory or the new one, never a mix."""
+    from telos.cache import atomic_path
+
+    directory = Path(directory)
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        with _no_hf_progress_bars():
+            write(tmp)
+        _fsync_tree(tmp)
+    _fsync_dir(directory.parent)
+    return directory
+
+
+def write_json_atomically(path: Path, data) -> None:
+    """``path`` holds the old JSON or the new one, never a torn file (temp file, fsync, rename)."""
+    path = Path(path)
+    payload = json.dumps(data, indent=2).encode()  # fail before touching the file
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    _write_file(tmp, lambda f: f.write(payload))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _save_kwargs(model) -> dict:
@@ -169,10 +208,16 @@ def _no_hf_progress_bars():
             hf_logging.enable_progress_bar()
 
 
+def _optimizer_shard(rank: int) -> str:
+    return f"optimizer_rank{rank}.pt"
+
+
 def _rng_state() -> dict:
+    """Tensors and plain values only, so it loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -287,28 +332,75 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 # --------------------------------------------------------------------------------------- load
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
+def load_checkpoint(
+    path: Path,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    rank: int = 0,
+    world_size: int = 1,
+    optimizer_shards: bool = False,
+    safe_globals: list | tuple = (),
+) -> dict:
     """Restore ``model`` (in place), ``optimizer``, ``scheduler`` and this rank's RNG from
-    ``path``; return the saved trainer state. ``optimizer`` / ``scheduler`` may be ``None``."""
+    ``path``; return the saved trainer state. ``model`` / ``optimizer`` / ``scheduler`` may be
+    ``None`` (``load_model_weights`` loads the weights alone). ``optimizer_shards``: the
+    optimizer was saved one shard per rank; ``optimizer.load_state_dict`` gets the list of all
+    ``world_size`` shards. ``safe_globals``: the data-only classes those shards pickle (every
+    file is loaded with ``weights_only=True``)."""
     path = Path(path)
     state_file = path / TRAINER_STATE
     if not state_file.is_file():
         raise UserError(f"not a checkpoint (no {TRAINER_STATE}): {path}")
-    _load_weights(path, model)
-    # Files below were written by save_checkpoint itself, hence weights_only=False is safe
-    # (numpy RNG state and some scheduler states are not plain tensors).
-    if optimizer is not None:
+    if model is not None:
+        _load_weights(path, model)
+    if optimizer is not None and optimizer_shards:
+        files = [path / _optimizer_shard(r) for r in range(world_size)]
+        saved = sorted(p.name for p in path.glob("optimizer_rank*.pt"))
+        if not all(f.is_file() for f in files) or len(saved) != world_size:
+            raise UserError(
+                f"checkpoint {path} holds {len(saved)} optimizer shards ({OPTIMIZER} if 0), this run has "
+                f"{world_size} ranks: resume a sharded (ZeRO) checkpoint with the same accelerate config "
+                "and --num_processes"
+            )
+        optimizer.load_state_dict([_safe_load(f, safe_globals) for f in files])
+    elif optimizer is not None:
         _require(path / OPTIMIZER)
-        optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location="cpu", weights_only=False))
+        optimizer.load_state_dict(_safe_load(path / OPTIMIZER))
     if scheduler is not None:
         _require(path / SCHEDULER)
-        scheduler.load_state_dict(torch.load(path / SCHEDULER, map_location="cpu", weights_only=False))
+        scheduler.load_state_dict(_safe_load(path / SCHEDULER))
     rng_file = path / f"rng_rank{rank}.pt"
     if not rng_file.is_file():
         rng_file = path / "rng_rank0.pt"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        _set_rng_state(_safe_load(rng_file, _numpy_rng_globals()))
     return json.loads(state_file.read_text())
+
+
+def load_model_weights(path: Path, model) -> None:
+    """Load only the model weights of checkpoint ``path`` into ``model`` (in place)."""
+    _load_weights(Path(path), model)
+
+
+def _safe_load(file: Path, allowed: list | tuple = ()):
+    """``torch.load(weights_only=True)``: tensors, containers and the ``allowed`` classes only;
+    anything else in the file is a user error naming it, never executed."""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError and friends: the message names the global
+        if "Weights only load failed" not in str(e):
+            raise
+        names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(file)) or "unknown objects"
+        raise UserError(f"checkpoint file {file} holds objects resume does not load ({names})") from None
+
+
+def _numpy_rng_globals() -> list:
+    """What a numpy RNG state array pickled by older telos versions needs (data only)."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _require(file: Path) -> None:
@@ -318,7 +410,10 @@ def _require(file: Path) -> None:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    if isinstance(keys, torch.Tensor):
+        keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

@@ -354,3 +354,119 @@ def test_sigkill_never_leaves_a_half_checkpoint(tmp_path):
         if d.name.startswith("step-"):
             names = {p.name for p in d.iterdir()}
             assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= names, d
+
+
+class _Payload:
+    """Unpickling it runs code: what a hostile downloaded ``optimizer.pt`` could carry."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "rng_rank0.pt"])
+def test_resume_never_executes_pickled_code(tmp_path, victim):
+    model = tiny_llama(0)
+    opt, sched = make_opt(model)
+    ckpt = save_checkpoint(
+        tmp_path, 1, model=model, optimizer=opt, scheduler=sched, trainer_state={"step": 1}
+    )
+    marker = tmp_path / "marker"
+    torch.save({"state": _Payload(str(marker))}, ckpt / victim)
+    with pytest.raises(UserError, match=victim):
+        load_checkpoint(ckpt, model=tiny_llama(1), optimizer=make_opt(model)[0], scheduler=make_opt(model)[1])
+    assert not marker.exists(), "loading the checkpoint executed code from it"
+
+
+def test_rng_file_is_plain_data_and_older_numpy_files_still_load(tmp_path):
+    model = tiny_llama(0)
+    ckpt = save_checkpoint(
+        tmp_path, 1, model=model, optimizer=None, scheduler=None, trainer_state={"step": 1}
+    )
+    torch.load(ckpt / "rng_rank0.pt", weights_only=True)  # no allow-list needed: tensors and tuples only
+    # a file written before (numpy's state as an ndarray) loads through the numpy allow-list
+    np.random.seed(5)
+    expected = np.random.rand()
+    np.random.seed(5)
+    torch.save(
+        {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        ckpt / "rng_rank0.pt",
+    )
+    np.random.seed(99)
+    load_checkpoint(ckpt, model=None, optimizer=None, scheduler=None)
+    assert np.random.rand() == expected
+
+
+def test_sharded_optimizer_needs_every_rank_and_the_same_world_size(tmp_path):
+    """ZeRO: each rank writes its shard; the loader gets all shards in rank order."""
+
+    class Shard:
+        def __init__(self, rank):
+            self.rank, self.loaded = rank, None
+
+        def state_dict(self):
+            return {"rank": self.rank, "t": torch.full((2,), float(self.rank))}
+
+        def load_state_dict(self, shards):
+            self.loaded = shards
+
+    model = tiny_llama(0)
+    ckpt = tmp_path / "checkpoints" / "step-1"
+    barrier = threading.Barrier(2)
+    threads = [
+        threading.Thread(
+            target=save_checkpoint,
+            args=(tmp_path, 1),
+            kwargs=dict(
+                model=model,
+                optimizer=Shard(r),
+                scheduler=None,
+                trainer_state={"step": 1},
+                rank=r,
+                world_size=2,
+                barrier=barrier.wait,
+                optimizer_shards=True,
+            ),
+        )
+        for r in (0, 1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {p.name for p in ckpt.glob("optimizer*")} == {"optimizer_rank0.pt", "optimizer_rank1.pt"}
+    target = Shard(1)
+    load_checkpoint(
+        ckpt, model=None, optimizer=target, scheduler=None, rank=1, world_size=2, optimizer_shards=True
+    )
+    assert [s["rank"] for s in target.loaded] == [0, 1]
+    with pytest.raises(UserError, match="2 optimizer shards.*4 ranks"):
+        load_checkpoint(
+            ckpt, model=None, optimizer=Shard(0), scheduler=None, world_size=4, optimizer_shards=True
+        )
+
+
+def test_final_directory_and_summary_are_replaced_atomically(tmp_path):
+    from telos.checkpoint import write_directory_atomically, write_json_atomically
+
+    final = tmp_path / "final"
+    write_directory_atomically(final, lambda d: (d / "model.safetensors").write_text("old"))
+
+    def crash(d: Path) -> None:
+        (d / "model.safetensors").write_text("half")
+        raise RuntimeError("killed mid-save")
+
+    with pytest.raises(RuntimeError):
+        write_directory_atomically(final, crash)
+    assert (final / "model.safetensors").read_text() == "old"  # the old final/ is untouched
+    write_directory_atomically(final, lambda d: (d / "model.safetensors").write_text("new"))
+    assert (final / "model.safetensors").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]  # no temp directory left behind
+
+    summary = tmp_path / "summary.json"
+    write_json_atomically(summary, {"steps": 1})
+    with pytest.raises(TypeError):
+        write_json_atomically(summary, {"steps": object()})
+    assert json.loads(summary.read_text()) == {"steps": 1}

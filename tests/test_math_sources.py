@@ -200,8 +200,31 @@ def test_row_solution_without_boxed(tmp_path: Path) -> None:
 
 def test_row_prompt_not_string(tmp_path: Path) -> None:
     p = tmp_path / "data.jsonl"
-    _write_jsonl(p, [{"prompt": [{"role": "user", "content": "hi"}], "answer": "1"}])
-    with pytest.raises(UserError, match="row 0 of .*: 'prompt' must be a string, got list"):
+    _write_jsonl(p, [{"prompt": 7, "answer": "1"}])
+    with pytest.raises(UserError, match="row 0 of .*: 'prompt' must be a string .* or a list of .*messages"):
+        load_rows(str(p))
+
+
+def test_conversational_rows_are_accepted(tmp_path: Path) -> None:
+    """TRL's conversational format: the prompt is a list of messages, kept as it is."""
+    p = tmp_path / "data.jsonl"
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+2?"}]
+    _write_jsonl(p, [{"prompt": msgs, "answer": 3}])
+    assert load_rows(str(p)) == [{"prompt": msgs, "answer": "3"}]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [
+        ([{"role": "user"}], "message 0 must be"),
+        ([{"role": "user", "content": "q"}, "hi"], "message 1 must be"),
+        ([], "is an empty list of messages"),
+    ],
+)
+def test_conversational_bad_messages(tmp_path: Path, prompt: list, words: str) -> None:
+    p = tmp_path / "data.jsonl"
+    _write_jsonl(p, [{"prompt": prompt, "answer": "1"}])
+    with pytest.raises(UserError, match=f"row 0 of .*: 'prompt' {words}"):
         load_rows(str(p))
 
 
@@ -311,3 +334,30 @@ def test_format_prompt_errors() -> None:
         format_prompt({"prompt": "q"}, tokenizer=NoTemplate(), chat=True)
     with pytest.raises(UserError, match="chat template"):
         format_prompt({"prompt": "q"}, chat=True)
+
+
+def _chat_tokenizer():
+    """A real transformers tokenizer, built locally, with a small Jinja chat template."""
+    from telos.models import build_tokenizer
+
+    tok = build_tokenizer(["hello world 1 + 2"], 64)
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    return tok
+
+
+def test_format_prompt_conversational() -> None:
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+2?"}]
+    row = {"prompt": msgs, "answer": "3"}
+    tok = _chat_tokenizer()
+    assert format_prompt(row, tokenizer=tok) == "<system>Be brief.</system><user>1+2?</user><assistant>"
+    cot = format_prompt(row, "Q: {prompt}", tokenizer=tok)  # a template fills the last user message
+    assert cot == "<system>Be brief.</system><user>Q: 1+2?</user><assistant>"
+    assert row["prompt"][1]["content"] == "1+2?"  # the row is not modified
+    # a final assistant message is continued, not closed (TRL's continue_final_message)
+    prefill = {"prompt": [*msgs, {"role": "assistant", "content": "It is"}]}
+    assert format_prompt(prefill, tokenizer=tok).endswith("<user>1+2?</user><assistant>It is")
+    # no chat template (the tiny model): one line per message, = the standard "plain" prompt
+    assert format_prompt({"prompt": msgs[1:]}) == format_prompt({"prompt": "1+2?"}) == "1+2?\n"

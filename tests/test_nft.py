@@ -273,3 +273,31 @@ def test_empty_mask_gives_zero_loss_and_gradient():
         loss.backward()
         assert torch.equal(batch.logps.grad, torch.zeros(2, 3))
         assert all(math.isfinite(v) for v in m.values())
+
+
+@pytest.mark.parametrize("dynamic_sampling", [True, False])
+def test_loop_trains_only_mixed_groups_in_every_mode(dynamic_sampling):
+    """Groups (G = 2): all correct, mixed, all wrong. Kept, the all-correct group would get
+    p̂ = 0.98, ω = 0.02 and a per-token gradient of −0.02 (the all-wrong one +0.02): NFT drops
+    both, with or without dynamic sampling; only the mixed group (p = 0.5) is trained."""
+    from telos.config import from_dict
+    from telos.types import Completion
+    from trainers.algorithms import make_algorithm
+    from trainers.recipe import RECIPES
+    from trainers.rollout_batch import ScoredGroups
+
+    recipe = from_dict(
+        RECIPES["nft"],
+        {
+            "trainer": "nft",
+            "model": {"name_or_path": "tiny:arith"},
+            "data": {"train": "procedural:arith"},
+            "nft": {"dynamic_sampling": dynamic_sampling},
+        },
+    )
+    comps = [Completion(i // 2, [1], [2 + i], str(i), [-0.1], "stop") for i in range(6)]
+    correct = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    tb = make_algorithm(recipe).train_batch(ScoredGroups(comps, correct, correct, [7, 8, 9]), 2, 1, 0)
+    assert [c.text for c in tb.completions] == ["2", "3"]
+    assert tb.per_sequence["pass_rate"].tolist() == [0.5, 0.5]
+    assert tb.per_sequence["correct"].tolist() == [1.0, 0.0]

@@ -11,6 +11,7 @@ import pytest
 
 from rewards import (
     REWARD_FUNCTIONS,
+    accuracy_reward,
     format_reward,
     resolve_reward_function,
     score_completions,
@@ -29,13 +30,59 @@ def test_registry_names() -> None:
 def test_builtin_rewards() -> None:
     cols = {"answer": ANSWERS}
     acc = REWARD_FUNCTIONS.get("accuracy")(PROMPTS, COMPLETIONS, **cols)
-    assert acc == [1.0, 1.0, 0.0, None]
+    assert acc == [1.0, 1.0, 1.0, None]  # "I think it is 3": math_verify reads the whole text
     gsm = REWARD_FUNCTIONS.get("gsm8k")(PROMPTS, COMPLETIONS, **cols)
     assert gsm == [1.0, 0.0, 0.0, None]
     num = REWARD_FUNCTIONS.get("numeric")(PROMPTS, COMPLETIONS, **cols)
     assert num == [1.0, 0.0, 0.0, None]  # \frac{1}{2} is not a plain number
     fmt = REWARD_FUNCTIONS.get("format")(PROMPTS, COMPLETIONS, **cols)
     assert fmt == [1.0, 0.0, 0.0, 1.0]
+
+
+# (completion, gold, expected): free-form final answers with no ####/\\boxed/"answer is" are
+# read by math_verify over the whole completion, as TRL's accuracy_reward does.
+FREE_FORM = [
+    ("Answer: 3/4", "3/4", 1.0),
+    ("Answer: 3/4", "\\frac{3}{4}", 1.0),
+    ("So x = 5.", "5", 1.0),
+    ("Answer: $3/4$", "\\frac{3}{4}", 1.0),
+    ("Answer: 2/3", "3/4", 0.0),
+    ("So x = 4.", "5", 0.0),
+    ("no idea", "5", 0.0),
+    ("work\n#### 5", "5", 1.0),  # fast paths kept
+    ("\\boxed{\\frac{3}{4}}", "0.75", 1.0),
+    ("#### 4", "5", 0.0),
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "expected"), FREE_FORM)
+def test_accuracy_free_form_answers(completion: str, gold: str, expected: float) -> None:
+    from math_verify import parse, verify
+
+    assert accuracy_reward([""], [completion], answer=[gold]) == [expected]
+    if "####" not in completion and "boxed" not in completion:  # = math_verify on the whole text
+        assert float(verify(parse(gold), parse(completion))) == expected
+
+
+def test_accuracy_equals_trl_on_latex_answers() -> None:
+    """TRL 1.16's accuracy_reward (math_verify over the whole completion, LaTeX answers) on
+    conversational completions: the same rewards here. (TRL reads only LaTeX, so it gives the
+    plain-text "Answer: 3/4" 0 where math_verify's default reading, used here, gives 1.)"""
+    from trl.rewards import accuracy_reward as trl_accuracy
+
+    cases = [
+        ("Answer: $3/4$", "\\frac{3}{4}"),
+        ("The result is \\boxed{12}.", "12"),
+        ("First $2$, then \\boxed{\\sqrt{2}}", "$\\sqrt{2}$"),
+        ("\\boxed{7}", "8"),
+        ("Answer: $2/3$", "\\frac{3}{4}"),
+    ]
+    completions = [[{"role": "assistant", "content": c}] for c, _ in cases]
+    golds = [g for _, g in cases]
+    theirs = trl_accuracy(completions, golds)
+    ours = accuracy_reward([[{"role": "user", "content": "q"}]] * len(cases), completions, answer=golds)
+    assert theirs == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert ours == theirs
 
 
 def test_format_reward_cases() -> None:
@@ -133,7 +180,7 @@ def test_score_weights_and_none_propagation() -> None:
 def test_score_with_builtins() -> None:
     fns = [resolve_reward_function("accuracy"), resolve_reward_function("format")]
     totals, per_fn = score_completions(fns, [1.0, 0.1], PROMPTS, COMPLETIONS, {"answer": ANSWERS})
-    assert totals == [pytest.approx(1.1), 1.0, 0.0, None]
+    assert totals == [pytest.approx(1.1), 1.0, 1.0, None]
     assert set(per_fn) == {"accuracy_reward", "format_reward"}
 
 

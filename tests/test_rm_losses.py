@@ -12,6 +12,7 @@ from rewards.rm_losses import (
     contrastive_goal_loss,
     contrastive_goal_loss_batch,
     goal_vector,
+    hard_step_label,
     prm_loss,
     q_values,
     sample_goal_positions,
@@ -296,17 +297,36 @@ def test_prm_hard_ce_by_hand():
     assert m["step_accuracy"] == pytest.approx(2 / 3)
 
 
+def test_prm_hard_label_is_math_shepherds_any_completion_reaches():
+    # one step, 1 of 4 completions from it reaches the answer: soft y = 0.25, hard label 1
+    # (Math-Shepherd, the label eval/rm_data.py writes). z = (ln 3, 0) → p₁ = 1/4.
+    #   hard_ce: −log p₁ = ln 4 = 1.386294 (thresholding at 0.5 gave −log ¾ = 0.287682)
+    #   step accuracy: 1[p₁ > .5] = 0 vs label 1 → 0.0 (was 1.0); mse uses the same label
+    logits = torch.tensor([[[math.log(3.0), 0.0]]])
+    labels, mask = torch.tensor([[0.25]]), torch.tensor([[1]])
+    loss, m = prm_loss(logits, labels, mask, kind="hard_ce")
+    assert loss.item() == pytest.approx(LOG4, abs=1e-6)
+    assert m["step_accuracy"] == 0.0
+    _, m_soft = prm_loss(logits, labels, mask, kind="soft_ce")
+    assert m_soft["step_accuracy"] == 0.0
+    from eval.rm_metrics import step_accuracy
+
+    assert step_accuracy([0.7, 0.2], [0.25, 0.0]) == 1.0  # telos eval rm: the same definition
+    assert hard_step_label(0.25) and not hard_step_label(0.0)
+
+
 def test_prm_mse_by_hand():
     # one logit per position: σ(0) = .5, σ(ln 3) = .75, σ(−ln 3) = .25; (0,1) masked (NaN)
     # (.5 − .25)² = .0625, (.75 − 1)² = .0625, (.25 − 1)² = .5625 → mean = .6875/3 = 0.229167
-    # accuracy: .5 > .5 is False vs .25 ✓, .75 vs 1 ✓, .25 vs 1 ✗ → 2/3
+    # accuracy against the hard label 1[y > 0]: .5 > .5 is False vs 1[.25 > 0] ✗, .75 vs 1 ✓,
+    # .25 vs 1 ✗ → 1/3
     l3 = math.log(3.0)
     logits = torch.tensor([[0.0, NAN], [l3, -l3]])
     labels = torch.tensor([[0.25, 0.0], [1.0, 1.0]])
     mask = torch.tensor([[True, False], [True, True]])
     loss, m = prm_loss(logits, labels, mask, kind="mse")
     assert loss.item() == pytest.approx(0.6875 / 3, abs=1e-6)
-    assert m["step_accuracy"] == pytest.approx(2 / 3)
+    assert m["step_accuracy"] == pytest.approx(1 / 3)
 
 
 def test_prm_mask_changes_the_mean():

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from envs.math.procedural import generate
 from rollout.engine import make_engine
+from telos.config import from_dict
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import Completion, SamplingParams
+from trainers.algorithms import make_algorithm
+from trainers.recipe import RECIPES
 from trainers.rollout_batch import (
     PromptSampler,
     ScoredGroups,
@@ -34,10 +40,50 @@ def test_keep_informative_groups_drops_flat_groups():
     assert kept.rewards == [0.0, 1.0]
 
 
-def test_unscorable_samples_take_their_group_mean_and_are_masked():
+def test_unscorable_samples_stay_nan_and_are_masked():
     r, valid = rewards_tensor([1.0, None, 0.0, 0.0, None, None], group_size=3)
     assert valid.tolist() == [True, False, True, True, False, False]
-    assert torch.allclose(r, torch.tensor([1.0, 0.5, 0.0, 0.0, 0.0, 0.0]))
+    assert r[valid].tolist() == [1.0, 0.0, 0.0]
+    assert torch.isnan(r[~valid]).all()
+
+
+def _recipe(trainer: str, **section):
+    return from_dict(
+        RECIPES[trainer],
+        {
+            "trainer": trainer,
+            "model": {"name_or_path": "tiny:arith"},
+            "data": {"train": "procedural:arith"},
+            trainer: section,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "advantage, expected",
+    [
+        # group 0 = [1, None, 0, 0]: scored mean 1/3, Bessel std over the 3 scored = sqrt(1/3);
+        # A₀ = (2/3)/sqrt(1/3) = 1.1547 (filled with the mean it was 1.414: n = 4, σ = sqrt(2/9)).
+        ("grpo", [2 / 3 / math.sqrt(1 / 3), 0.0, -1 / 3 / math.sqrt(1 / 3), -1 / 3 / math.sqrt(1 / 3)]),
+        # RLOO, n = 3 scored: A₀ = 1 − mean(0, 0) = 1.0, A₂ = 0 − mean(1, 0) = −0.5 (was 0.889).
+        ("rloo", [1.0, 0.0, -0.5, -0.5]),
+    ],
+)
+def test_loop_advantages_with_unscorable_answer_equal_trl(advantage, expected):
+    """The loop's advantages (rewards_tensor → the recipe's estimator) on a group with an
+    unscorable answer equal TRL's formula (NaN reward, nanmean/nanstd, 1e-4) and the
+    unscorable answer is masked out of the loss (no gradient)."""
+    from trl.trainer.utils import nanstd
+
+    groups = ScoredGroups([_completion(0)] * 4, [1.0, None, 0.0, 0.0], [1.0, None, 0.0, 0.0], [0])
+    tb = make_algorithm(_recipe("grpo", advantage=advantage)).train_batch(groups, 4, step=1, rank=0)
+    torch.testing.assert_close(tb.advantages, torch.tensor(expected), atol=1e-3, rtol=0)
+    assert tb.valid.tolist() == [True, False, True, True]
+    if advantage == "grpo":  # TRL 1.16 GRPOTrainer, scale_rewards="group", the same lines
+        r = torch.tensor([1.0, math.nan, 0.0, 0.0])
+        trl = torch.nan_to_num((r - torch.nanmean(r)) / (nanstd(r.view(1, 4), dim=1) + 1e-4), nan=0.0)
+        torch.testing.assert_close(tb.advantages, trl, atol=1e-6, rtol=0)
+        assert abs(tb.advantages[0].item() - 1.155) < 1e-3
 
 
 def test_prompt_sampler_resumes_exactly():

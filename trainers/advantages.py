@@ -49,8 +49,29 @@ def _nan_std(x: Tensor, dim: int | None = None) -> Tensor:
     return torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
 
 
+def nan_moments(x: Tensor) -> Tensor:
+    """[3] float64 (count, Σx, Σx²) over the non-NaN entries of ``x``: summed over ranks they
+    give the whole batch's std (``moments_std``) without gathering every reward."""
+    v = x[~torch.isnan(x)].double()
+    return torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), (v * v).sum()])
+
+
+def moments_std(moments: Tensor) -> Tensor:
+    """Sample std (Bessel) from (n, Σx, Σx²):  σ = sqrt((Σx² − (Σx)²/n) / (n − 1)); 0 for n < 2."""
+    n, s, q = moments.double().unbind()
+    if n < 2:
+        return torch.zeros((), dtype=torch.float64)
+    return ((q - s * s / n) / (n - 1)).clamp(min=0.0).sqrt()
+
+
 @ADVANTAGES.register("grpo")
-def group_normalized(rewards: Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
+def group_normalized(
+    rewards: Tensor,
+    group_size: int,
+    scale: str = "group",
+    eps: float = 1e-4,
+    batch_std: Tensor | float | None = None,
+) -> Tensor:
     """GRPO advantage: the reward minus its group's mean, optionally divided by a std.
 
         A_i = (r_i − mean_g(r)) / (σ + eps)
@@ -60,6 +81,8 @@ def group_normalized(rewards: Tensor, group_size: int, scale: str = "group", eps
     σ is the *sample* std (Bessel's correction, N−1), which is what TRL 1.16 uses (its
     ``nanstd``), and eps=1e-4 is TRL's constant; together they make our advantages equal TRL's.
     A group whose rewards all agree gets A = 0 for every answer (0 / eps).
+    ``batch_std``: σ for ``"batch"`` when the batch spans several ranks (TRL's std is over the
+    rewards gathered from all processes); default: the std of ``rewards`` itself.
     """
     if scale not in SCALES:
         raise UserError(f"unknown advantage scale {scale!r}; valid: {', '.join(SCALES)}")
@@ -68,7 +91,8 @@ def group_normalized(rewards: Tensor, group_size: int, scale: str = "group", eps
     if scale == "group":
         centred = centred / (_nan_std(grouped, dim=1) + eps)
     elif scale == "batch":
-        centred = centred / (_nan_std(grouped.flatten()) + eps)
+        sigma = _nan_std(grouped.flatten()) if batch_std is None else torch.as_tensor(batch_std)
+        centred = centred / (sigma.to(centred.dtype) + eps)
     # Unscorable answers (NaN reward) carry no signal: advantage exactly 0.
     return torch.nan_to_num(centred, nan=0.0).flatten()
 

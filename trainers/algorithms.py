@@ -9,6 +9,7 @@ frozen. Nothing else in the loop knows the algorithm's name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,20 @@ import torch
 from torch import Tensor
 
 from telos.types import Completion
-from trainers.advantages import ADVANTAGES
+from trainers.advantages import ADVANTAGES, moments_std, nan_moments
 from trainers.batching import PackedBatch
 from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
 from trainers.nft import NFTBatch, nft_group_filter, nft_pass_rates
 from trainers.oreal import OREALBatch, rloo_advantages, select_pairs
 from trainers.recipe import GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
-from trainers.rollout_batch import ScoredGroups, correctness_tensor, flat_reward_groups, rewards_tensor
+from trainers.rollout_batch import (
+    ScoredGroups,
+    correctness_tensor,
+    drop_groups,
+    flat_reward_groups,
+    rewards_tensor,
+    sum_over_ranks,
+)
 
 
 @dataclass
@@ -60,9 +68,13 @@ class Algorithm:
         self.num_iterations, self.mini_batches = g.num_iterations, g.mini_batches
         self.dynamic_sampling, self.max_resample_rounds = g.dynamic_sampling, g.max_resample_rounds
 
+    # Sums a small tensor over all ranks (identity until ``attach``): what batch-wide statistics
+    # (``scale_rewards: batch``) need, since each rank holds only its own groups.
+    sum_over_ranks: Callable[[Tensor], Tensor] = staticmethod(lambda t: t)
+
     def attach(self, ctx) -> None:
         """Build what the algorithm needs beside the policy, once the run context exists."""
-        return None
+        self.sum_over_ranks = sum_over_ranks(ctx.accelerator)
 
     def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
         """[N] bool: groups that carry no learning signal (dropped under dynamic sampling)."""
@@ -75,8 +87,12 @@ class Algorithm:
             if groups.rewards
             else (torch.zeros(0), torch.zeros(0, dtype=torch.bool))
         )
+        # every rank takes part in the sum, also one without groups (a collective)
+        batch_std = (
+            moments_std(self.sum_over_ranks(nan_moments(rewards))) if g.scale_rewards == "batch" else None
+        )
         adv = (
-            ADVANTAGES.get(g.advantage)(rewards, group_size, scale=g.scale_rewards)
+            ADVANTAGES.get(g.advantage)(rewards, group_size, scale=g.scale_rewards, batch_std=batch_std)
             if len(rewards)
             else rewards
         )
@@ -135,6 +151,9 @@ class NFTAlgorithm(Algorithm):
         return mixed_correctness_flat(groups, group_size)
 
     def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
+        # All-correct / all-wrong groups are dropped in every mode, not only under dynamic
+        # sampling: the p̂ clamp would give them a spurious ±p̂-sized gradient (nft_group_filter).
+        groups = drop_groups(groups, mixed_correctness_flat(groups, group_size), group_size)
         correct = correctness_tensor(groups.correct)
         if not len(correct):
             return TrainBatch([], correct, correct.bool())
@@ -169,6 +188,7 @@ class OREALAlgorithm(Algorithm):
         self.token_rm = None  # an OnlineTokenRM, built by ``attach`` once the policy exists
 
     def attach(self, ctx) -> None:
+        super().attach(ctx)
         if self.recipe.oreal.token_rm:
             from trainers.token_rm_online import OnlineTokenRM
 

@@ -173,6 +173,8 @@ def _shared_prompt_logits(
         if keep > 0:
             cols = torch.arange(1, keep + 1, device=device)[None]
             logits = logits.index_put((idx[:, None], cols), out[:, :keep].float())
+        elif lockstep:  # keep the call in the graph: every rank's backward must visit the same modules
+            logits = logits + out.float().sum() * 0.0
     return logits
 
 
@@ -185,9 +187,46 @@ def token_logps(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def completion_logps(model, batch: PackedBatch) -> torch.Tensor:
-    """log π(y_t | x, y_<t) for every completion column, shape [B, Wc]."""
-    return token_logps(completion_logits(model, batch), batch.completion_ids)
+def completion_logps(model, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every completion column, shape [B, Wc], π = softmax(logits / T)."""
+    return token_logps(completion_logits(model, batch), batch.completion_ids, temperature)
+
+
+def idle_forward(model, device) -> Tensor:
+    """A loss of exactly 0 through the same model calls ``completion_logits`` makes for a
+    one-row batch (one prompt and one completion token): what a rank with no data for a
+    micro-batch or a log-prob chunk runs while the others run theirs. Under ZeRO-3 every model
+    call gathers parameters (a collective) and under ZeRO-2 gradients are reduced in the order
+    backward produces them, so every rank must make the same calls."""
+    placeholder = pack_completions([Completion(0, [0], [0], "", [], "length")], pad_id=0).to(device)
+    return completion_logits(model, placeholder).sum() * 0.0
+
+
+def _calls_gather_parameters(model) -> bool:
+    """A ZeRO-3 engine: each forward all-gathers the partitioned parameters."""
+    from trainers.distributed import is_deepspeed
+
+    return is_deepspeed(model) and model.zero_optimization_stage() == 3
+
+
+def chunked_logps(acc, model, batch: PackedBatch | None, chunk_size: int, temperature: float = 1.0):
+    """``completion_logps`` of ``batch`` (None: this rank has no rows) in chunks of
+    ``chunk_size`` rows, so only one chunk's [rows, Wc, V] logits exist at a time; ``None`` for
+    no rows. Every rank must call it: under ZeRO-3 a rank with fewer chunks than another runs
+    ``idle_forward`` until the numbers of model calls match (else the others wait forever)."""
+    n = 0 if batch is None else len(batch)
+    starts = range(0, n, chunk_size)
+    calls = len(starts)
+    if _calls_gather_parameters(model):  # agree on the count first: the gather is a collective too
+        calls = int(acc.gather(torch.tensor([float(calls)], device=acc.device)).max().item())
+    out = []
+    for i in range(calls):
+        if i < len(starts):
+            rows = list(range(starts[i], min(starts[i] + chunk_size, n)))
+            out.append(completion_logps(model, batch.select(rows), temperature))
+        else:
+            idle_forward(model, acc.device)
+    return torch.cat(out) if out else None
 
 
 def accumulate(
@@ -201,16 +240,26 @@ def accumulate(
     run out backpropagates a zero loss. Such a loss never passes through DDP's forward, which
     is what arms DDP's gradient all-reduce, so when any rank is empty every rank skips DDP's
     reduction and averages the gradients itself in one flat all-reduce.
+    Under DeepSpeed (where ``no_sync`` does nothing) the last backward is marked as the
+    engine's accumulation boundary instead, and an empty micro-batch runs ``idle_forward``
+    (ZeRO needs the same model calls and graph on every rank).
     Returns that number of micro-batches.
     """
     from torch.nn.parallel import DistributedDataParallel
 
+    from trainers.distributed import backward, is_deepspeed
+
     counts = acc.gather(torch.tensor([float(n_local)], device=acc.device))
     num_micro = max(1, math.ceil(counts.max().item() / micro_batch_size))
+    deepspeed = is_deepspeed(model)
     manual = isinstance(model, DistributedDataParallel) and counts.min().item() == 0
     for m in range(num_micro):
         idx = list(range(m * micro_batch_size, min((m + 1) * micro_batch_size, n_local)))
-        sync = m == num_micro - 1 and not manual
+        last = m == num_micro - 1
+        if deepspeed:
+            backward(acc, model, loss_of(idx, num_micro) if idx else idle_forward(model, acc.device), last)
+            continue
+        sync = last and not manual
         with acc.no_sync(model) if not sync else contextlib.nullcontext():
             loss = loss_of(idx, num_micro) if idx else sum(p.sum() for p in model.parameters()) * 0.0
             acc.backward(loss)

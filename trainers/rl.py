@@ -7,7 +7,6 @@ Read it top to bottom: ``train_rl`` is the whole recipe.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -16,20 +15,23 @@ from pathlib import Path
 
 import torch
 
-from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from telos.checkpoint import resolve_resume, save_checkpoint
 from telos.config import save_yaml, to_dict
+from telos.models import load_model
 from telos.tracking import Tracker
 from telos.types import SamplingParams
 from trainers.algorithms import Algorithm, TrainBatch, make_algorithm
-from trainers.batching import accumulate, completion_logits, completion_logps, pack_completions, token_logps
+from trainers.batching import accumulate, chunked_logps, completion_logits, pack_completions, token_logps
 from trainers.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
+from trainers.distributed import load_resume, optimizer_step, reference_model, save_kwargs
 from trainers.recipe import RLRecipe
 from trainers.rollout_batch import (
     PromptSampler,
     ScoredGroups,
     drop_groups,
     generate_scored_groups,
-    rewards_tensor,
+    rollout_stats,
+    sum_over_ranks,
 )
 from trainers.setup import RunContext, evaluate_greedy, finish_run, setup_run
 
@@ -92,15 +94,9 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         kept.correct, kept.row_indices = kept.correct[: per_rank * G], kept.row_indices[:per_rank]
 
     train = algo.train_batch(kept, G, step, acc.process_index)
-    all_r, all_valid = rewards_tensor(all_groups.rewards, G)
-    correct = [c for c in all_groups.correct if c is not None]
     lengths = torch.tensor([len(c.token_ids) for c in all_groups.completions], dtype=torch.float)
     stats = {
-        "reward_mean": all_r[all_valid].mean().item() if all_valid.any() else float("nan"),
-        "reward_std": all_r[all_valid].std().item() if all_valid.sum() > 1 else 0.0,
-        "accuracy": sum(c > 0 for c in correct) / max(1, len(correct)),
-        "num_unscorable": int((~all_valid).sum()),
-        "frac_zero_std_groups": flat_groups / max(1, len(all_groups.row_indices)),
+        **rollout_stats(all_groups, flat_groups, sum_over_ranks(acc)),  # over all ranks
         "completion_length_mean": lengths.mean().item(),
         "completion_length_max": lengths.max().item(),
         "clipped_ratio": sum(c.finish_reason == "length" for c in all_groups.completions) / len(lengths),
@@ -146,27 +142,20 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
         }
 
     mb, world = r.train.micro_batch_size, acc.num_processes
-    # sampler/trainer mismatch: the trainer's log-probs at the sampling temperature (the engine
-    # reports the distribution it sampled from) against the engine's
+    # Every policy log-prob (loss, old, reference, and the sampler/trainer mismatch correction)
+    # is of softmax(logits / T), T the sampling temperature: the distribution the engine sampled
+    # from, as in TRL, verl and the official NFT code (T = 0, greedy, counts as 1).
     correction, temp = r.engine.correction_mode(), r.sampling.temperature or 1.0
     sampler_logps = is_logps = None
     if packed is not None and correction != "none":
         sampler_logps = sampler_logps_tensor(tb.completions, packed.completion_ids.shape[1]).to(acc.device)
     old_logps = ref_logps = None
-    if packed is not None and (algo.num_iterations > 1 or algo.mini_batches > 1 or algo.beta > 0):
-        with torch.no_grad():
-            chunks = [packed.select(list(range(s, min(s + mb, n_local)))) for s in range(0, n_local, mb)]
-            if algo.num_iterations > 1 or algo.mini_batches > 1:
-                old, tempered = [], []
-                for c in chunks:  # one chunk's logits at a time: [mb, Wc, V] can be large
-                    logits = completion_logits(model, c)
-                    old.append(token_logps(logits, c.completion_ids))
-                    if sampler_logps is not None:
-                        tempered.append(token_logps(logits, c.completion_ids, temp))
-                old_logps = torch.cat(old)
-                is_logps = torch.cat(tempered) if tempered else None
-            if algo.beta > 0:
-                ref_logps = torch.cat([completion_logps(ctx.ref_model, c) for c in chunks])
+    with torch.no_grad():  # every rank calls these, also one without rows (ZeRO-3 lockstep)
+        if algo.num_iterations > 1 or algo.mini_batches > 1:
+            old_logps = chunked_logps(acc, model, packed, mb, temp)
+            is_logps = old_logps if sampler_logps is not None else None
+        if algo.beta > 0:
+            ref_logps = chunked_logps(acc, ctx.ref_model, packed, mb, temp)
 
     step_losses: list[float] = []
     grad_norm = 0.0
@@ -184,14 +173,10 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
                 rows = [part[i] for i in idx]
                 sub = packed.select(rows)
                 logits = completion_logits(model, sub)
-                logps = token_logps(logits, sub.completion_ids)
+                logps = token_logps(logits, sub.completion_ids, temp)
                 weights = None
                 if sampler_logps is not None:  # on-policy: this forward *is* the sampling policy's
-                    trainer = (
-                        is_logps[rows]
-                        if is_logps is not None
-                        else token_logps(logits.detach(), sub.completion_ids, temp)
-                    )
+                    trainer = is_logps[rows] if is_logps is not None else logps.detach()
                     weights = importance_weights(
                         trainer, sampler_logps[rows], sub.completion_mask, correction, r.engine.correction_cap
                     )
@@ -218,12 +203,9 @@ def policy_update(ctx: RunContext, algo: Algorithm, batch: RolloutBatch, step: i
 
             accumulate(acc, model, len(part), mb, loss_of)
             step_losses.append(sum(losses))  # micro-batch shares add up to the step loss
-            grad_norm = float(acc.clip_grad_norm_(model.parameters(), r.train.max_grad_norm))
-            if math.isfinite(grad_norm):
-                ctx.optimizer.step()
-            else:  # NaN guard: skip the step, keep the weights, say so in the metrics
+            grad_norm = optimizer_step(acc, model, ctx.optimizer, r.train.max_grad_norm)
+            if not math.isfinite(grad_norm):  # NaN guard: the step was skipped, the weights kept
                 metrics.setdefault("skipped_nonfinite_steps", []).append(1.0)
-            ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scheduler.step()
     out = {k: sum(v) / len(v) for k, v in metrics.items()}
     out["loss"] = sum(step_losses) / max(1, len(step_losses))
@@ -243,15 +225,11 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
     resume_from = resolve_resume(r.resume, run_dir)
     state = {"step": 0, "cursor": 0, "generated_tokens": 0}
     if algo.beta > 0:  # the reference is the starting model, so copy it before a resume loads weights
-        ctx.ref_model = copy.deepcopy(acc.unwrap_model(ctx.model)).eval().requires_grad_(False)
-    if resume_from is not None:
-        state = load_checkpoint(
-            resume_from,
-            model=acc.unwrap_model(ctx.model),
-            optimizer=ctx.optimizer,
-            scheduler=ctx.scheduler,
-            rank=acc.process_index,
+        ctx.ref_model = reference_model(
+            acc, ctx.model, lambda: load_model(ctx.model_path, r.model.dtype, r.model.lora)
         )
+    if resume_from is not None:
+        state = load_resume(acc, ctx.model, ctx.optimizer, ctx.scheduler, resume_from)
         algo.load_state(resume_from)
         ctx.engine.sync_weights(acc.unwrap_model(ctx.model))
     if acc.is_main_process:
@@ -304,8 +282,7 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
             save_checkpoint(
                 run_dir,
                 step,
-                model=acc.unwrap_model(ctx.model),
-                optimizer=ctx.optimizer,
+                **save_kwargs(acc, ctx.model, ctx.optimizer),  # model, optimizer (ZeRO: gathered, shards)
                 scheduler=ctx.scheduler,
                 trainer_state={
                     **state,

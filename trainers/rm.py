@@ -8,8 +8,6 @@ for bt/gcrm, ``AutoModelForTokenClassification`` for prm); a gcrm run also write
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +24,22 @@ from rewards.rm_losses import (
     prm_loss,
     sample_goal_positions,
 )
-from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from telos.checkpoint import resolve_resume, save_checkpoint, write_json_atomically
 from telos.config import save_yaml, to_dict
 from telos.errors import UserError
 from telos.models import load_tokenizer
 from telos.plots import plot_metrics
 from telos.tracking import Tracker, read_metrics
 from trainers.batching import accumulate
+from trainers.distributed import (
+    load_resume,
+    make_accelerator,
+    optimizer_step,
+    run_layout,
+    save_final,
+    save_kwargs,
+)
+from trainers.recipe_data import resolve_recipe_data
 from trainers.rm_recipe import RMRecipe
 from trainers.rollout_batch import PromptSampler
 from trainers.setup import make_scheduler
@@ -57,7 +64,8 @@ def load_rm_data(recipe: RMRecipe, tokenizer) -> RMData:
     d, kind = recipe.data, recipe.rm.kind
 
     def tokenized(spec: str, limit: int | None) -> tuple[list, int]:
-        rows = load_rows(spec, limit=limit, seed=recipe.train.seed, raw=True)
+        # a tiny-data: spec is built on first use (locked: ranks wait for one build and share it)
+        rows = load_rows(resolve_recipe_data(spec), limit=limit, seed=recipe.train.seed, raw=True)
         if kind == "prm":
             return tokenize_steps(rows, tokenizer, recipe.rm.step_separator, d.max_length, source=spec)
         return tokenize_pairs(rows, tokenizer, d.max_length, source=spec)
@@ -155,10 +163,9 @@ def evaluate_rm(recipe: RMRecipe, net, items: list, pad_id: int, device) -> floa
 
 
 def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = make_accelerator(recipe.train.micro_batch_size, recipe.train.max_grad_norm)
     set_seed(recipe.train.seed)
     r, rm = recipe, recipe.rm
     name = r.model.name_or_path
@@ -185,15 +192,13 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
     )
     scheduler = make_scheduler(optimizer, r.train.lr_scheduler, r.train.warmup_steps, steps)
     net, optimizer = acc.prepare(net, optimizer)
-    hf_model = acc.unwrap_model(net).model
+    hf_model = acc.unwrap_model(net).model  # the transformers model under HeadedLM (attribute "model")
 
     run_dir = Path(r.run_dir)
     state = {"step": 0, "cursor": 0}
     resume_from = resolve_resume(r.resume, run_dir)
     if resume_from is not None:
-        state = load_checkpoint(
-            resume_from, model=hf_model, optimizer=optimizer, scheduler=scheduler, rank=acc.process_index
-        )
+        state = load_resume(acc, net, optimizer, scheduler, resume_from, submodule="model")
     if acc.is_main_process:
         save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
     order = PromptSampler(len(data.train), r.train.seed, state["cursor"])  # seeded epochs, resumable
@@ -228,10 +233,7 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
             return loss * len(idx) / len(items)  # mean over the step's examples
 
         accumulate(acc, net, len(items), r.train.micro_batch_size, loss_of)
-        grad_norm = float(acc.clip_grad_norm_(net.parameters(), r.train.max_grad_norm))
-        if math.isfinite(grad_norm):
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(acc, net, optimizer, r.train.max_grad_norm)  # skips a non-finite step
         scheduler.step()
         dt = time.perf_counter() - t0
         all_tokens = acc.gather(torch.tensor([float(tokens[0])], device=acc.device)).sum().item()
@@ -247,8 +249,7 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
             save_checkpoint(
                 run_dir,
                 step,
-                model=hf_model,
-                optimizer=optimizer,
+                **save_kwargs(acc, net, optimizer, submodule="model"),
                 scheduler=scheduler,
                 trainer_state={"step": step, "cursor": order.cursor},
                 tokenizer=tokenizer,
@@ -296,15 +297,12 @@ def _finish(
             "source": r.data.train,
             "hidden_size": int(goal.numel()),
         }
+    final = run_dir / "final"
+    # a LoRA run's final/ is merged, so it loads as a plain AutoModelFor*Classification
+    # (checkpoints keep the adapter only, which is what resume needs); every rank: ZeRO-3 gathers
+    also = None if goal_meta is None else (lambda d: save_goal_vector(d, goal, goal_meta))
+    save_final(acc, net, final, tokenizer, submodule="model", merge_adapters=True, also=also)
     if acc.is_main_process:
-        final = run_dir / "final"
-        # a LoRA run's final/ is merged, so it loads as a plain AutoModelFor*Classification
-        # (checkpoints keep the adapter only, which is what resume needs)
-        to_save = hf_model.merge_and_unload() if hasattr(hf_model, "merge_and_unload") else hf_model
-        to_save.save_pretrained(final)
-        tokenizer.save_pretrained(final)
-        if goal_meta is not None:
-            save_goal_vector(final, goal, goal_meta)
         metrics = read_metrics(run_dir / "metrics.jsonl")
         last = metrics[-1] if metrics else {}
         summary = {
@@ -318,10 +316,10 @@ def _finish(
             "eval_accuracy": eval_acc,
             "final_train_accuracy": last.get("accuracy"),
             "train_seconds": seconds,
-            "world_size": acc.num_processes,
+            **run_layout(acc),  # distributed_type, zero_stage, world_size: what really ran
             "model_dir": str(final),
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomically(run_dir / "summary.json", summary)
         plot_metrics(metrics, run_dir / "plots", PLOT_GROUPS)
     acc.wait_for_everyone()
     return summary

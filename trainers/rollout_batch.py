@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rewards.functions import score_completions
+from rewards.functions import reward_inputs, score_completions
 from telos.types import Completion, SamplingParams
-from trainers.advantages import zero_std_groups
+from trainers.advantages import moments_std, nan_moments, zero_std_groups
 
 
 class PromptSampler:
@@ -54,14 +54,58 @@ class ScoredGroups:
 
 
 def rewards_tensor(values: list[float | None], group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards as a tensor plus a validity mask. An unscorable (None) sample is excluded from
-    the loss; for the group statistics it takes the mean of its group's scored samples, so it
-    neither adds nor removes signal from the others."""
+    """Rewards as a tensor (NaN where unscorable) plus a validity mask.
+
+    An unscorable (None) sample stays NaN so the advantage estimators leave it out of its
+    group's statistics entirely (mean, Bessel std, RLOO's n) and give it advantage 0, as TRL
+    does; filling it with the group mean would still count it as an answer (n, n − 1).
+    ``group_size`` only checks the length (whole groups)."""
+    if group_size < 1 or len(values) % group_size:
+        raise ValueError(f"{len(values)} rewards are not whole groups of {group_size}")
     r = torch.tensor([float("nan") if v is None else float(v) for v in values])
-    valid = ~torch.isnan(r)
-    g = r.view(-1, group_size)
-    means = torch.nanmean(g, dim=1, keepdim=True).nan_to_num(0.0).expand_as(g)
-    return torch.where(torch.isnan(g), means, g).reshape(-1), valid
+    return r, ~torch.isnan(r)
+
+
+def sum_over_ranks(acc) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function summing a small 1-D tensor over all ranks of accelerator ``acc`` (every rank
+    must call it: it is a collective); the result is on the CPU, in the input's dtype."""
+
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return acc.gather(t.reshape(1, -1).to(acc.device)).sum(0).cpu().to(t.dtype)
+
+    return total
+
+
+def rollout_stats(
+    groups: ScoredGroups, flat_groups: int, total: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, float]:
+    """Batch metrics over the groups of *all* ranks (``total`` sums a tensor over ranks; every
+    rank must call this). With S = scorable samples, C = those scored correct (> 0):
+
+        reward_mean = Σ_S r / |S|,  reward_std = sample std over S,  accuracy = |C| / |S_c|,
+        frac_zero_std_groups = flat groups / groups,  num_unscorable = samples − |S|
+
+    (S_c: samples the correctness function could score.)"""
+    r, _ = rewards_tensor(groups.rewards, 1)
+    correct = [c for c in groups.correct if c is not None]
+    local = torch.cat(
+        [
+            nan_moments(r),
+            torch.tensor(
+                [len(r), sum(c > 0 for c in correct), len(correct), flat_groups, len(groups.row_indices)],
+                dtype=torch.float64,
+            ),
+        ]
+    )
+    m = total(local)
+    n_scored, n_all, n_correct, n_corr_scored, n_flat, n_groups = (float(v) for v in m[[0, 3, 4, 5, 6, 7]])
+    return {
+        "reward_mean": float(m[1] / n_scored) if n_scored else float("nan"),
+        "reward_std": float(moments_std(m[:3])),
+        "accuracy": n_correct / max(1.0, n_corr_scored),
+        "num_unscorable": int(n_all - n_scored),
+        "frac_zero_std_groups": n_flat / max(1.0, n_groups),
+    }
 
 
 def generate_scored_groups(
@@ -75,13 +119,16 @@ def generate_scored_groups(
     correctness_fn: Callable | None,
 ) -> ScoredGroups:
     completions = engine.generate(prompts, params)
-    columns = _columns(
-        [rows[completion_row] for completion_row in (row_indices[c.prompt_index] for c in completions)]
+    sample_rows = [rows[row_indices[c.prompt_index]] for c in completions]
+    columns = _columns(sample_rows)
+    # TRL's shapes: message lists for conversational rows, text otherwise
+    fn_prompts, fn_completions = reward_inputs(
+        [r.get("prompt") for r in sample_rows],
+        [prompts[c.prompt_index] for c in completions],
+        [c.text for c in completions],
     )
-    texts = [c.text for c in completions]
-    prompt_texts = [prompts[c.prompt_index] for c in completions]
-    rewards, _ = score_completions(reward_fns, weights, prompt_texts, texts, columns)
-    correct = correctness_fn(prompt_texts, texts, **columns) if correctness_fn else rewards
+    rewards, _ = score_completions(reward_fns, weights, fn_prompts, fn_completions, columns)
+    correct = correctness_fn(fn_prompts, fn_completions, **columns) if correctness_fn else rewards
     return ScoredGroups(completions, list(rewards), list(correct), list(row_indices))
 
 

@@ -15,6 +15,8 @@ from telos.tracking import normalize_report_to
 from trainers.recipe import RECIPES
 from trainers.tiny import TINY_TASKS
 
+CHECK_ROWS = 16  # rows of a local data file that `telos check` validates
+
 
 def _trainers() -> dict[str, Callable]:
     from trainers.gcbc import train_gcbc
@@ -77,9 +79,12 @@ def _check_semantics(recipe) -> None:
         spec = getattr(recipe.data, key)
         if spec is not None:
             with _about(f"data.{key}"):
-                parse_spec(spec)
+                parsed = parse_spec(spec)
                 if spec.startswith("procedural:"):
                     _check_procedural(spec)
+                elif parsed.scheme == "file":
+                    # a malformed row must fail here, not after the model is built
+                    load_rows(spec, limit=CHECK_ROWS)
     t = recipe.data.template
     if t not in TEMPLATES and "{prompt}" not in t:
         raise UserError(

@@ -3,7 +3,6 @@ optimizer and schedule; the final save, evaluation, summary and plots."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -15,13 +14,15 @@ import torch
 
 from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
-from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function
+from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function, reward_inputs
 from rollout.engine import Engine, make_engine
+from telos.checkpoint import write_json_atomically
 from telos.errors import UserError
 from telos.models import load_model, load_tokenizer
 from telos.plots import plot_metrics
 from telos.tracking import read_metrics
 from telos.types import SamplingParams
+from trainers.distributed import make_accelerator, run_layout, save_final
 from trainers.recipe import RLRecipe
 from trainers.sft import warmup_cosine
 from trainers.tiny import resolve_tiny
@@ -51,6 +52,7 @@ class RunContext:
     reward_weights: list[float]
     correctness_fn: Callable | None
     ref_model: torch.nn.Module | None = None
+    model_path: str = ""  # where the starting weights were loaded from (a ZeRO-3 reference reloads them)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -92,7 +94,7 @@ def warn_single_process_cpu_launch() -> None:
 
 
 def setup_run(recipe: RLRecipe) -> RunContext:
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import set_seed
 
     warn_single_process_cpu_launch()
@@ -100,7 +102,7 @@ def setup_run(recipe: RLRecipe) -> RunContext:
     # would make each forward a collective, and ranks with different amounts of data (OREAL's
     # pairs, dynamic sampling) make different numbers of forward calls
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    acc = make_accelerator(recipe.train.micro_batch_size, recipe.train.max_grad_norm, [ddp])
     set_seed(recipe.train.seed)  # same init on every rank; sampling seeds differ per rank
     name = recipe.model.name_or_path
     if name.startswith("tiny:"):
@@ -170,6 +172,7 @@ def setup_run(recipe: RLRecipe) -> RunContext:
         reward_fns=reward_fns,
         reward_weights=[s.weight for s in recipe.rewards],
         correctness_fn=correctness,
+        model_path=name,
     )
 
 
@@ -185,7 +188,10 @@ def evaluate_greedy(ctx: RunContext) -> float:
     )
     outs = ctx.engine.generate([r["_prompt"] for r in rows], params)
     cols = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "_prompt")}
-    scores = fn([r["_prompt"] for r in rows], [o.text for o in outs], **cols)
+    prompts, completions = reward_inputs(  # TRL's shapes, as in training
+        [r["prompt"] for r in rows], [r["_prompt"] for r in rows], [o.text for o in outs]
+    )
+    scores = fn(prompts, completions, **cols)
     return sum(1.0 for s in scores if s is not None and s > 0) / len(rows)
 
 
@@ -202,10 +208,8 @@ def finish_run(
     run_dir = Path(ctx.recipe.run_dir)
     eval_acc = final_eval if final_eval is not None else evaluate_greedy(ctx)
     summary = {}
+    save_final(acc, ctx.model, run_dir / "final", ctx.tokenizer)  # every rank: ZeRO-3 gathers
     if acc.is_main_process:
-        final = run_dir / "final"
-        acc.unwrap_model(ctx.model).save_pretrained(final)
-        ctx.tokenizer.save_pretrained(final)
         metrics = read_metrics(run_dir / "metrics.jsonl")
         last = metrics[-1] if metrics else {}
         summary = {
@@ -218,9 +222,9 @@ def finish_run(
             "final_reward_mean": last.get("reward_mean"),
             "generated_tokens": last.get("generated_tokens"),
             "train_seconds": train_seconds,
-            "world_size": acc.num_processes,
+            **run_layout(acc),  # distributed_type, zero_stage, world_size: what really ran
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomically(run_dir / "summary.json", summary)
         plot_metrics(metrics, run_dir / "plots", {**PLOT_GROUPS, **(plot_groups or {})})
     acc.wait_for_everyone()
     return summary

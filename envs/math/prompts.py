@@ -37,6 +37,22 @@ def _resolve_template(template: str) -> str:
     )
 
 
+def _render_messages(messages: list[dict[str, str]], tokenizer: Any) -> str:
+    """A conversation as the policy's prompt text: the tokenizer's chat template with the
+    generation prompt (continuing a final assistant message instead, as TRL does). A tokenizer
+    without a chat template (the tiny local model, base models) gets the contents one per line,
+    which for one user message is exactly the standard format's "plain" prompt."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['content']}\n" for m in messages)
+    final_assistant = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        messages,
+        tokenize=False,
+        add_generation_prompt=not final_assistant,
+        continue_final_message=final_assistant,
+    )
+
+
 def format_prompt(
     row: dict[str, Any], template: str = "plain", tokenizer: Any = None, chat: bool = False
 ) -> str:
@@ -44,7 +60,9 @@ def format_prompt(
     ``{prompt}``) filled with ``row["prompt"]``.
 
     With ``chat=True`` the filled text becomes a single user message rendered by the tokenizer's
-    chat template, generation prompt included.
+    chat template, generation prompt included. A conversational row (TRL's format: ``prompt`` is
+    a list of ``{"role", "content"}`` messages) is always rendered by the chat template; a
+    template other than "plain" fills its last user message.
     """
     text = _resolve_template(template)
     try:
@@ -53,6 +71,13 @@ def format_prompt(
         raise UserError(
             f"data row has no 'prompt' field; fields: {', '.join(map(str, row)) or '(none)'}"
         ) from None
+    if isinstance(question, list):
+        messages = [dict(m) for m in question]
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        if template != "plain" and users:
+            last = messages[users[-1]]
+            last["content"] = text.replace("{prompt}", str(last["content"])).rstrip("\n")
+        return _render_messages(messages, tokenizer)
     # Plain replacement rather than str.format: LaTeX in templates ("\\boxed{}") is full of
     # braces that str.format would try to interpret.
     text = text.replace("{prompt}", str(question))

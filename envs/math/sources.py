@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from envs.math.answers import extract_boxed, extract_hash_answer
 from telos.errors import UserError
 
-__all__ = ["SPEC_FORMS", "DataSpec", "load_rows", "map_row", "parse_spec"]
+__all__ = ["SPEC_FORMS", "DataSpec", "is_conversational", "load_rows", "map_row", "parse_spec"]
 
 SPEC_FORMS = (
     "procedural:NAME[:SPLIT][?n=N&k=v]",
@@ -106,9 +106,11 @@ def _load_procedural(ds: DataSpec, seed: int) -> list[dict[str, Any]]:
     return generate(ds.name, split=ds.split or "train", n=n, seed=seed, **params)
 
 
-def _read_json_lines(path: str, text: str) -> list[Any]:
-    rows = []
+def _read_json_lines(path: str, text: str, limit: int | None = None) -> list[Any]:
+    rows: list[Any] = []
     for lineno, line in enumerate(text.splitlines(), 1):
+        if limit is not None and len(rows) >= limit:
+            break
         if not line.strip():
             continue
         try:
@@ -118,7 +120,7 @@ def _read_json_lines(path: str, text: str) -> list[Any]:
     return rows
 
 
-def _load_file(path: str) -> list[dict[str, Any]]:
+def _load_file(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     # Read local files directly instead of through datasets.load_dataset: no cache directory
     # under ~/.cache, no Arrow conversion, and errors that name the file and line.
     if not os.path.isfile(path):
@@ -135,7 +137,7 @@ def _load_file(path: str) -> list[dict[str, Any]]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         if lower.endswith(".jsonl"):
-            rows = _read_json_lines(path, text)
+            rows = _read_json_lines(path, text, limit)  # `telos check` reads only the first rows
         else:
             # ".json" holds either one JSON list of objects or JSON lines.
             try:
@@ -198,9 +200,27 @@ def _ends_with_hash_line(solution: str) -> bool:
     return bool(lines) and lines[-1].lstrip().startswith("####")
 
 
+def is_conversational(prompt: Any) -> bool:
+    """TRL's conversational format: the prompt is a list of ``{"role", "content"}`` messages
+    (TRL's standard format: a string)."""
+    return isinstance(prompt, list)
+
+
+def _check_messages(prompt: list, index: int, source: str) -> None:
+    for k, m in enumerate(prompt):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise UserError(
+                f'row {index} of {source}: \'prompt\' message {k} must be {{"role": str, "content": str}}, '
+                f"got {m!r:.80}"
+            )
+    if not prompt:
+        raise UserError(f"row {index} of {source}: 'prompt' is an empty list of messages")
+
+
 def map_row(row: dict[str, Any], index: int, source: str) -> dict[str, Any]:
-    """Bring one raw row to the contract: ``prompt`` and ``answer`` strings, and a ``solution``
-    ending in ``#### <answer>`` when the data has one. Other columns are kept as they are."""
+    """Bring one raw row to the contract: a ``prompt`` (a string, or in TRL's conversational
+    format a list of ``{"role", "content"}`` messages), an ``answer`` string, and a
+    ``solution`` ending in ``#### <answer>`` when the data has one. Other columns are kept."""
     original_fields = _fields(row)
     row = dict(row)
     if "prompt" not in row:
@@ -213,9 +233,12 @@ def map_row(row: dict[str, Any], index: int, source: str) -> dict[str, Any]:
                 f"row {index} of {source} has no 'prompt' (or 'question'/'problem') field; "
                 f"fields: {original_fields}"
             )
-    if not isinstance(row["prompt"], str):
+    if is_conversational(row["prompt"]):
+        _check_messages(row["prompt"], index, source)
+    elif not isinstance(row["prompt"], str):
         raise UserError(
-            f"row {index} of {source}: 'prompt' must be a string, got {type(row['prompt']).__name__}"
+            f"row {index} of {source}: 'prompt' must be a string (TRL's standard format) or a list of "
+            f"{{role, content}} messages (conversational format), got {type(row['prompt']).__name__}"
         )
 
     answer = row.get("answer")
@@ -261,7 +284,7 @@ def load_rows(
     if ds.scheme == "procedural":
         rows = _load_procedural(ds, seed)
     elif ds.scheme == "file":
-        rows = _load_file(ds.name)
+        rows = _load_file(ds.name, limit)
     elif ds.scheme == "hf":
         rows = _load_hf(ds, limit)
     else:
