@@ -36,8 +36,9 @@ def random_model_dir(
 ) -> str:
     """Directory of a random ``size`` model (built once into the telos cache), with the
     tokenizer of ``tokenizer_from`` (default: the tiny arithmetic model's)."""
+    from telos.cache import build_cached, cache_dir
     from telos.models import build_tiny_model, load_tokenizer
-    from trainers.tiny import cache_dir, resolve_tiny
+    from trainers.tiny import resolve_tiny
 
     if size not in SIZES:
         raise SystemExit(f"error: unknown model size {size!r}; valid: {', '.join(SIZES)}")
@@ -49,11 +50,13 @@ def random_model_dir(
         else "-" + hashlib.sha1(str(Path(tokenizer_from).resolve()).encode()).hexdigest()[:8]
     )
     out = Path(cache_dir()) / f"bench-random-{size}-v{vocab}-s{seed}{tag}"
-    if not (out / "config.json").exists():
+
+    def build(tmp: Path) -> None:
         shape = dataclasses.replace(SIZES[size], max_position_embeddings=2048)
         model = build_tiny_model(shape, tokenizer, seed=seed, vocab_size=vocab)
-        tmp = out.with_name(out.name + ".tmp")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(out)  # atomic: a half-written directory is never mistaken for a model
+
+    # locked, and renamed into place when complete: concurrent benchmarks build it once
+    build_cached(out, build, ready=lambda p: (p / "config.json").exists(), what=f"the random {size} model")
     return str(out)

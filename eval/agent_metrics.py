@@ -9,14 +9,18 @@ from collections.abc import Iterable, Sequence
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95 % Wilson score interval for a binomial rate: centre ``(p + z²/2n) / (1 + z²/n)``,
     half-width ``z·sqrt(p(1−p)/n + z²/4n²) / (1 + z²/n)``. Unlike p ± 1.96·SE it stays inside
-    [0, 1] and is not empty at p = 0 or 1 (what 20-episode agent results need)."""
+    [0, 1] and is not empty at p = 0 or 1 (what 20-episode agent results need).
+
+    The interval always contains p: at p = 1 the exact upper bound is 1, but in floating point
+    ``centre + half`` can come out as 0.9999999999999999 (10/10 does), which would put the rate
+    outside its own interval and give a plot a negative error bar."""
     if n == 0:
         return (0.0, 1.0)
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def achievement_rates(

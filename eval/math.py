@@ -25,7 +25,7 @@ from envs.math.answers import extract_answer
 from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
 from eval.metrics import default_ks, summarize
-from eval.report import markdown_table, write_json
+from eval.report import markdown_table, write_json, write_text
 from rewards.functions import resolve_reward_function, score_completions
 from telos.errors import UserError
 from telos.types import Completion, SamplingParams
@@ -224,26 +224,23 @@ def _write_reports(out, config, metrics, rows, prompts, completions, scores, ans
     write_json(out / "results.json", {"config": config, "metrics": metrics})
     table = markdown_table(_table_rows(config, metrics), headers=["metric", "value"])
     title = f"# telos eval math\n\n`{config['model']}` on `{config['data']}`\n\n"
-    (out / "report.md").write_text(title + table, encoding="utf-8")
+    write_text(out / "report.md", title + table)
 
     k = config["samples"]
-    with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
-        for i, row in enumerate(rows):
-            group = range(i * k, (i + 1) * k)
-            f.write(
-                json.dumps(
-                    {
-                        "index": i,
-                        "prompt": prompts[i],
-                        "answer": row.get("answer"),
-                        "completions": [completions[j].text for j in group],
-                        "extracted": [answers[j] for j in group],
-                        "scores": [scores[j] for j in group],
-                        "finish_reasons": [completions[j].finish_reason for j in group],
-                    }
-                )
-                + "\n"
-            )
+    lines = []
+    for i, row in enumerate(rows):
+        group = range(i * k, (i + 1) * k)
+        sample = {
+            "index": i,
+            "prompt": prompts[i],
+            "answer": row.get("answer"),
+            "completions": [completions[j].text for j in group],
+            "extracted": [answers[j] for j in group],
+            "scores": [scores[j] for j in group],
+            "finish_reasons": [completions[j].finish_reason for j in group],
+        }
+        lines.append(json.dumps(sample) + "\n")
+    write_text(out / "samples.jsonl", "".join(lines))
 
     bars = {
         name: metrics[name]

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.agent_metrics import achievement_rates, balrog_progress, crafter_score, wilson_interval
-from eval.report import markdown_table, write_json
+from eval.report import markdown_table, write_json, write_text
+from telos.plots import never_raises
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -82,7 +83,7 @@ def summarize(suite, spec, probe, results: list[dict], wall: float, args) -> dic
         "suite": suite.name,
         "tasks": tasks,
         "tiers": tiers,
-        "mean_success": float(np.mean([v["success_rate"] for v in tasks.values()])),
+        "mean_success": float(np.mean([v["success_rate"] for v in tasks.values()])) if tasks else 0.0,
         "crafter_score": crafter_score(rates),
         "achievement_rates": rates,
         "balrog": balrog,
@@ -172,18 +173,23 @@ def report_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@never_raises()
 def success_plot(summary: dict, path: Path) -> Path:
-    from telos.plots import _figure
+    """Success rate per task with its 95 % Wilson interval as the error bar."""
+    from telos.plots import _figure, save_figure
 
     names = list(summary["tasks"])
     v = [summary["tasks"][n] for n in names]
-    rates = np.array([x["success_rate"] for x in v])
-    lo = rates - np.array([x["ci95"][0] for x in v])
-    hi = np.array([x["ci95"][1] for x in v]) - rates
+    rates = np.array([x["success_rate"] for x in v], dtype=float)
+    # matplotlib rejects a negative error; a bound a rounding error inside the rate is 0
+    lo = np.clip(rates - np.array([x["ci95"][0] for x in v], dtype=float), 0.0, None)
+    hi = np.clip(np.array([x["ci95"][1] for x in v], dtype=float) - rates, 0.0, None)
     fig = _figure(figsize=(max(6.0, 0.7 * len(names) + 2), 4.4))
     ax = fig.add_subplot()
     colors = [f"C{x['tier'] % 10}" for x in v]
-    ax.bar(range(len(names)), rates, yerr=[lo, hi], color=colors, capsize=3)
+    # lists, not a (2, N) array: with one bar matplotlib turns that array into a scalar (a
+    # NumPy deprecation, an error in later releases)
+    ax.bar(range(len(names)), rates, yerr=[lo.tolist(), hi.tolist()], color=colors, capsize=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=35, ha="right")
     ax.set_ylim(0, 1.05)
@@ -192,10 +198,10 @@ def success_plot(summary: dict, path: Path) -> Path:
     ax.set_title(f"{summary['suite']}: {cfg['planner'].get('name')} + {cfg['controller'].get('name')}")
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
+@never_raises()
 def write_gif(frames: list, path: Path, max_frames: int = 300, scale: int = 4) -> Path:
     """Frames (image, caption) → an animated GIF, the caption drawn on a strip above each."""
     from PIL import Image, ImageDraw
@@ -211,19 +217,23 @@ def write_gif(frames: list, path: Path, max_frames: int = 300, scale: int = 4) -
         ImageDraw.Draw(canvas).text((3, 3), caption, fill="white")
         images.append(canvas)
     path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
+    tmp = path.with_name(f".{path.name}.tmp")
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=80, loop=0)
+    tmp.replace(path)
     return path
 
 
 def write_outputs(out: Path, suite, spec, probe, results: list[dict], wall: float, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    recordings = [(r, r["frames"]) for r in results if r["frames"]]
     for r in results:
-        if r["frames"]:
-            write_gif(r["frames"], out / "episodes" / f"{r['task_id']}-seed{r['seed']}.gif")
-        r["frames"] = []
+        r["frames"] = []  # images are not JSON
     summary = summarize(suite, spec, probe, results, wall, args)
+    # the numbers first: nothing after these two lines can lose a finished evaluation
     write_json(out / "results.json", summary)
     write_json(out / "episodes.json", {"episodes": results})
-    (out / "report.md").write_text(report_markdown(summary))
+    write_text(out / "report.md", report_markdown(summary))
     success_plot(summary, out / "success.png")
+    for r, frames in recordings:
+        write_gif(frames, out / "episodes" / f"{r['task_id']}-seed{r['seed']}.gif")
     return summary

@@ -35,11 +35,16 @@ def markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str
     return "\n".join([line(head), sep, *(line(r) for r in cells)]) + "\n"
 
 
-def write_json(path: Path, data: dict) -> Path:
-    """Write ``data`` as indented JSON through a temporary file, so a reader never sees half."""
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename, so a reader never sees half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically (see :func:`write_text`)."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")

@@ -24,7 +24,7 @@ from typing import Any
 from envs.math.answers import extract_answer
 from envs.math.sources import load_rows
 from eval.metrics import majority_vote
-from eval.report import markdown_table, write_json
+from eval.report import markdown_table, write_json, write_text
 from eval.rm_metrics import (
     DEFAULT_FRACTIONS,
     aggregate_steps,
@@ -38,6 +38,7 @@ from eval.rm_metrics import (
     weighted_vote,
 )
 from rewards.reward_model import GOAL_FILE, GoalConditionedRM, ProcessRM, RewardModel
+from rewards.rm_losses import hard_step_label
 from telos.errors import UserError
 from telos.plots import line_chart
 from telos.stats import auroc
@@ -119,7 +120,7 @@ def eval_samples(rm: RewardModel, rows: list[dict], skip: int, tau: float) -> di
 
 def eval_steps(prm: ProcessRM, rows: list[dict], how: str) -> dict[str, Any]:
     scores = prm.step_scores([r["prompt"] for r in rows], [r["completions"] for r in rows])
-    hard = [r.get("hard_labels") or [float(v) > 0.5 for v in r["labels"]] for r in rows]
+    hard = [r.get("hard_labels") or [hard_step_label(float(v)) for v in r["labels"]] for r in rows]
     flat_pred = [s for row in scores for s in row]
     flat_lab = [float(v) for row in hard for v in row]
     correct = [bool(h[-1]) for h in hard]  # the last step's label: the solution reaches the answer
@@ -184,7 +185,7 @@ def run_eval_rm(args: argparse.Namespace) -> dict[str, Any]:
     config = {"model": str(model_dir), "data": args.data, "kind": kind, "limit": args.limit}
     write_json(out / "results.json", {"config": config, "metrics": metrics})
     table = markdown_table(_table(metrics), ["metric", "value"])
-    (out / "report.md").write_text(f"# Reward model evaluation\n\n{args.model} on {args.data}\n\n{table}")
+    write_text(out / "report.md", f"# Reward model evaluation\n\n{args.model} on {args.data}\n\n{table}")
     series = {
         name: (list(curve), list(curve.values()))
         for name, curve in (

@@ -4,6 +4,7 @@ pushes the trainer's weights to the server in safetensors buckets."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,11 @@ class ServerError(RuntimeError):
 @ENGINES.register("vllm-server")
 class VLLMServerEngine(Engine):
     """Generation on a remote vLLM; rank 0 pushes weights after each optimizer step and every
-    rank waits for that push (``shared_across_ranks``) before its next request."""
+    rank waits for that push (``shared_across_ranks``) before its next request.
+
+    ``api_key`` (default ``$TELOS_ROLLOUT_KEY``) is the server's shared secret, sent as a Bearer
+    token on every request. It is read from the environment rather than the recipe so the
+    secret never lands in a run directory's ``config.yaml``."""
 
     shared_across_ranks = True
 
@@ -41,6 +46,7 @@ class VLLMServerEngine(Engine):
         timeout_s: float = 600.0,
         connect_timeout_s: float = 120.0,
         bucket_bytes: int = BUCKET_BYTES,
+        api_key: str | None = None,
         **_,
     ) -> None:
         if not url:
@@ -48,6 +54,7 @@ class VLLMServerEngine(Engine):
         self.url = url.rstrip("/")
         self.tokenizer, self.rank = tokenizer, rank
         self.timeout_s, self.bucket_bytes = timeout_s, bucket_bytes
+        self.api_key = api_key or os.environ.get("TELOS_ROLLOUT_KEY") or None
         self.timer = SyncTimer()
         self.health = self._wait_until_up(connect_timeout_s)
         self.sync_weights(model)
@@ -58,6 +65,8 @@ class VLLMServerEngine(Engine):
             data, headers = payload, {"Content-Type": "application/octet-stream"}
         elif payload is not None:
             data, headers = json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         req = urllib.request.Request(
             self.url + path,
             data=data,
@@ -68,6 +77,11 @@ class VLLMServerEngine(Engine):
             with urllib.request.urlopen(req, timeout=timeout or self.timeout_s) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
+            if e.code == 401:
+                raise UserError(
+                    f"engine.url {self.url}: the rollout server refused the API key; set TELOS_ROLLOUT_KEY "
+                    "to the server's --api-key / TELOS_ROLLOUT_KEY"
+                ) from None
             raise ServerError(f"{self.url}{path}: HTTP {e.code}: {e.read().decode(errors='replace')}") from e
         except urllib.error.URLError as e:
             if path == "/health":

@@ -45,6 +45,15 @@ def require_vllm() -> None:
         )
 
 
+def _client_errors() -> tuple[type[Exception], ...]:
+    """The exceptions vLLM raises for a bad request (VLLMClientError is not a ValueError)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM: validation raised ValueError
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
+
+
 def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
@@ -87,6 +96,8 @@ class VLLMRunner:
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(**kwargs)
+        # the rollout server refuses out-of-vocabulary prompt ids against it
+        self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         self.weight_version = 0
         self.sleeping = False
         self.weights_lost = False  # sleep level 2 frees the weights: they must be loaded again
@@ -110,9 +121,12 @@ class VLLMRunner:
             seed=None if _on_cpu() else params.seed,
             logprobs=0,  # the sampled token's log-prob only
         )
-        outs = self.llm.generate(
-            [{"prompt_token_ids": list(ids)} for ids in prompt_ids], vparams, use_tqdm=False
-        )
+        try:
+            outs = self.llm.generate(
+                [{"prompt_token_ids": list(ids)} for ids in prompt_ids], vparams, use_tqdm=False
+            )
+        except _client_errors() as e:  # vLLM's request validation (a prompt too long, ...): bad input
+            raise ValueError(str(e)) from e
         result = []
         for out in outs:
             group = []

@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size (default 1 on CPU)")
     rs.add_argument("--seed", type=int, default=0)
+    rs.add_argument(
+        "--api-key",
+        default=None,
+        help="shared secret the trainer sends as a Bearer token (default: $TELOS_ROLLOUT_KEY; "
+        "required unless --host is loopback; prefer the variable: flags show in `ps`)",
+    )
+    rs.add_argument("--max-prompts", type=int, default=4096, help="prompts per /generate request")
+    rs.add_argument("--max-n", type=int, default=64, help="largest sampling.n")
+    rs.add_argument("--max-tokens", type=int, default=32768, help="largest sampling.max_tokens")
+    rs.add_argument("--max-request-mb", type=int, default=64, help="largest /generate body (MiB)")
+    rs.add_argument("--max-bucket-mb", type=int, default=1024, help="largest /weights/bucket body (MiB)")
 
     ev = sub.add_parser("eval", help="evaluate a model")
     ev_sub = ev.add_subparsers(dest="eval_kind", required=True)
@@ -143,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(args: argparse.Namespace):
+def command_handler(args: argparse.Namespace):
+    """The function that runs the parsed command (`COMMANDS` names it; imported on demand)."""
     key = {"eval": lambda: f"eval {args.eval_kind}", "data": lambda: f"data {args.data_kind}"}.get(
         args.command, lambda: args.command
     )()
@@ -154,7 +166,7 @@ def _resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(_resolve(args)(args) or 0)
+        return int(command_handler(args)(args) or 0)
     except UserError as e:
         if args.debug or os.environ.get("TELOS_DEBUG"):
             raise

@@ -2,14 +2,58 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly rather than ``pyplot`` so plotting
 never touches a GUI backend or pyplot's global figure list (safe in servers and threads).
+
+A plot is a view of results that are already written (metrics.jsonl, results.json): every
+plotting function here is wrapped in :func:`never_raises`, so a plot that cannot be drawn costs
+one ``warning:`` line, never the run or the evaluation that produced the numbers.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def never_raises(default: Any = None) -> Callable[[F], F]:
+    """Decorator for report steps: an exception becomes one ``warning:`` line on stderr and
+    the function returns ``default`` (a fresh copy when it is a list)."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 — see the module docstring
+                print(
+                    f"warning: {fn.__name__} failed, no plot written ({type(e).__name__}: {e})",
+                    file=sys.stderr,
+                )
+                return list(default) if isinstance(default, list) else default
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def save_figure(fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, through a temporary file and a rename (never half a PNG)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _figure(figsize=(7.0, 4.2)):
@@ -57,6 +101,7 @@ def smooth(ys: Sequence[float], weight: float | None = None) -> list[float]:
     return out
 
 
+@never_raises(default=[])
 def plot_metrics(metrics: Sequence[dict], out_dir: Path, groups: dict[str, list[str]]) -> list[Path]:
     """One PNG per group, ``out_dir/<group>.png``, with every key of the group against ``step``.
 
@@ -85,13 +130,11 @@ def plot_metrics(metrics: Sequence[dict], out_dir: Path, groups: dict[str, list[
         if len(series) > 1 or series[0][0] != group:
             ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{_safe_name(group)}.png"
-        fig.savefig(path)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"{_safe_name(group)}.png"))
     return written
 
 
+@never_raises()
 def bar_chart(values: dict[str, float], path: Path, title: str, ylabel: str) -> Path:
     """A labelled bar chart (e.g. success rate per task) written to ``path`` as PNG."""
     path = Path(path)
@@ -109,11 +152,10 @@ def bar_chart(values: dict[str, float], path: Path, title: str, ylabel: str) -> 
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.12)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
+@never_raises()
 def line_chart(
     series: dict[str, tuple[Sequence[float], Sequence[float]]],
     path: Path,
@@ -134,6 +176,4 @@ def line_chart(
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

@@ -26,6 +26,7 @@ from telos.errors import UserError
 from telos.plots import bar_chart, plot_metrics
 from telos.tracking import Tracker, read_metrics
 from trainers.gcbc_recipe import PLAY_ARRAYS, GCBCRecipe, check_play_file, play_data_hint
+from trainers.recipe_data import resolve_recipe_data
 from trainers.rollout_batch import PromptSampler
 
 PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
@@ -167,7 +168,7 @@ def evaluate(policy: GCBCPolicy, data: dict[str, torch.Tensor], rows: np.ndarray
 def train_gcbc(recipe: GCBCRecipe, raw_config: dict | None = None) -> dict:
     r, t = recipe, recipe.train
     torch.manual_seed(r.seed)
-    play = load_play_data(r.data.path)
+    play = load_play_data(resolve_recipe_data(r.data.path))  # a tiny-data: spec is built on first use
     goals = hindsight_labels(
         play.events, play.episode, play.commanded, play.noise, r.data.horizon,
         commanded_fallback=r.data.commanded_fallback,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from telos.errors import UserError
+from trainers.recipe_data import is_recipe_data, parse_recipe_data
 
 # what `telos data crafter-play` writes; `facing` is optional (used as an input when present)
 PLAY_ARRAYS = ("views", "inventory", "actions", "commanded", "noise", "events", "episode")
@@ -14,7 +15,8 @@ PLAY_ARRAYS = ("views", "inventory", "actions", "commanded", "noise", "events", 
 
 @dataclass
 class GCBCDataSection:
-    # not a path_field: a missing file should say how to make it, which check_gcbc does
+    # not a path_field: a missing file should say how to make it, which check_gcbc does;
+    # tiny-data:crafter-play/play.npz is built on first use by `telos train` (trainers/recipe_data.py)
     path: str = "runs/crafter-play/play.npz"
     horizon: int = 32  # a step is labelled with the first subgoal reached within this many steps
     val_fraction: float = 0.1  # of episodes, held out whole (steps of one episode are correlated)
@@ -88,7 +90,10 @@ def check_gcbc(recipe: GCBCRecipe) -> None:
     if not 0.0 < d.val_fraction < 1.0:
         raise UserError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     with _about("data.path"):
-        check_play_file(d.path)
+        if is_recipe_data(d.path):
+            parse_recipe_data(d.path)  # the name only: the data is built at train time
+        else:
+            check_play_file(d.path)
     with _about("report_to"):
         normalize_report_to(recipe.report_to)
     with _about("resume"):

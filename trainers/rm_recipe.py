@@ -6,18 +6,31 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.config import path_field
+from telos.errors import UserError
 from trainers.model_section import ModelSection
+from trainers.recipe_data import is_recipe_data, parse_recipe_data
 
 
 @dataclass
 class RMDataSection:
     # preference pairs {prompt, chosen, rejected[, margin]} (bt, gcrm) or stepwise rows
-    # {prompt, completions, labels} (prm): a .jsonl/.json/.parquet file or hf:REPO[:CONFIG][@SPLIT]
+    # {prompt, completions, labels} (prm): a .jsonl/.json/.parquet file, hf:REPO[:CONFIG][@SPLIT],
+    # or tiny-data:BUILD/FILE (built on first use at train time: trainers/recipe_data.py)
     train: str = path_field(kind="data")
     test: str | None = path_field(None, kind="data")
     num_train: int | None = None
     num_test: int | None = 500
     max_length: int | None = 1024  # longer examples are dropped (as TRL does) and counted
+
+    def __post_init__(self) -> None:
+        # a tiny-data name is checked here, at `telos check`; the data is built by `telos train`
+        for key in ("train", "test"):
+            value = getattr(self, key)
+            if is_recipe_data(value):
+                try:
+                    parse_recipe_data(value)
+                except UserError as e:
+                    raise UserError(f"'data.{key}': {e}") from None
 
 
 @dataclass

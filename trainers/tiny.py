@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from envs.math.procedural import generate
 from envs.math.prompts import format_prompt
+from telos.cache import atomic_path, build_cached, cache_dir
 from telos.errors import UserError
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer, count_parameters
 from trainers.sft import SFTConfig, train_sft
@@ -41,10 +40,6 @@ TINY_TASKS = ("arith",)
 TINY_ARITH = {"max_value": 50, "max_operand": 9, "min_ops": 2, "max_ops": 3}
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TELOS_CACHE", Path.home() / ".cache" / "telos"))
-
-
 def train_rows(cfg: TinyTaskConfig, seed: int = 0) -> list[dict]:
     return generate(cfg.task, "train", cfg.num_train, seed=seed, **cfg.task_kwargs)
 
@@ -61,19 +56,19 @@ def build_sft_model(
     model = build_tiny_model(cfg.model, tokenizer, seed=seed)
     pairs = [(format_prompt(r), r["solution"]) for r in rows]
     losses = train_sft(model, tokenizer, pairs, cfg.sft, on_step=on_step)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "telos_tiny.json").write_text(json.dumps(asdict(cfg), indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    # a private temporary directory: a concurrent build of the same directory is never touched
+    with atomic_path(Path(out_dir)) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "telos_tiny.json").write_text(json.dumps(asdict(cfg), indent=1))
     return {"parameters": count_parameters(model), "sft_final_loss": losses[-1]}
 
 
 def resolve_tiny(spec: str, is_main: bool = True, wait: Callable[[], None] = lambda: None) -> str:
     """Map ``tiny:<task>`` to a cached local model directory, building it if needed.
-    Only the main process builds; the others ``wait`` (a barrier) and then read it."""
+    Only the main process builds; the others ``wait`` (a barrier) and then read it. Other
+    processes on the machine that resolve it at the same time wait on the cache lock and reuse
+    the first one's build."""
     task = spec.split(":", 1)[1] or "arith"
     cfg = TinyTaskConfig(task=task)
     if task not in TINY_TASKS:
@@ -82,9 +77,12 @@ def resolve_tiny(spec: str, is_main: bool = True, wait: Callable[[], None] = lam
         )
     key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     out = cache_dir() / f"tiny-{task}-{key}"
-    if is_main and not (out / "config.json").exists():
-        print(f"building the tiny {task} model once (SFT warm-up, ~2 min) → {out}", flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        build_sft_model(cfg, out)
+    if is_main:
+
+        def build(tmp: Path) -> None:
+            print(f"building the tiny {task} model once (SFT warm-up, ~2 min) → {out}", flush=True)
+            build_sft_model(cfg, tmp)
+
+        build_cached(out, build, ready=lambda p: (p / "config.json").exists(), what=f"tiny:{task}")
     wait()
     return str(out)

@@ -92,4 +92,16 @@ class OnlineTokenRM:
     def load(self, directory: Path) -> None:
         saved = TokenRewardModel.from_pretrained(directory)
         self.acc.unwrap_model(self.model).load_state_dict(saved.state_dict())
-        self.optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, map_location="cpu"))
+        self.optimizer.load_state_dict(load_optimizer_state(directory / OPTIMIZER_FILE))
+
+
+def load_optimizer_state(path: Path) -> dict:
+    """An optimizer ``state_dict`` saved by ``torch.save``. ``weights_only=True``: the file may
+    come from anywhere (a shared run directory, a download), and a full unpickle would run any
+    code it holds; an optimizer's state is only tensors, numbers, lists and dicts."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise UserError(f"{path}: not a plain optimizer state (refusing to unpickle code): {e}") from None
