@@ -25,6 +25,8 @@ def test_quickstart_small(tmp_path, algo):
         assert key in summary
     assert 0.0 <= summary["sft_accuracy"] <= 1.0 and 0.0 <= summary["rl_accuracy"] <= 1.0
     assert summary["improvement"] == pytest.approx(summary["rl_accuracy"] - summary["sft_accuracy"])
+    assert len(summary["sft_weights_sha256"]) == 64 and len(summary["rl_weights_sha256"]) == 64
+    assert summary["numerics"]["torch_threads"] >= 1
     pngs = {p.name for p in (out / "plots").glob("*.png")}
     assert {"reward.png", "accuracy.png", "sft_vs_rl.png"} <= pngs
     assert summary["algo"] == algo

@@ -7,12 +7,15 @@ verifier reward (recipes/math/<algo>_tiny.yaml) → eval → summary.json, plots
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
+import platform
 import shutil
 import time
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
+from telos.checkpoint import write_json_atomically
 from telos.config import from_dict, load_yaml
 from telos.errors import UserError
 from telos.plots import bar_chart
@@ -66,7 +69,7 @@ def quickstart_command(args: argparse.Namespace) -> int:
     # the run evaluates its starting (SFT) model and its final model on the same held-out
     # rows with the same greedy settings: the two accuracies compare like for like
     recipe.train = replace(recipe.train, eval_before_training=True)
-    rl_summary = _trainers()[recipe.trainer](recipe, raw)
+    rl_summary = _run_rl_one_thread(lambda: _trainers()[recipe.trainer](recipe, raw))
 
     summary = {
         "algo": args.algo,
@@ -80,8 +83,13 @@ def quickstart_command(args: argparse.Namespace) -> int:
         "rl_seconds": round(rl_summary["train_seconds"], 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "model_dir": str(out / args.algo / "final"),
+        # what decides the float rounding, hence the numbers: the same values here give the
+        # same weights bit for bit; another CPU kind or library version gives other numbers
+        "sft_weights_sha256": weights_sha256(out / "sft"),
+        "rl_weights_sha256": weights_sha256(out / args.algo / "final"),
+        "numerics": numerics_info(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomically(out / "summary.json", summary)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     for png in (out / args.algo / "plots").glob("*.png"):
@@ -94,6 +102,62 @@ def quickstart_command(args: argparse.Namespace) -> int:
     )
     _print_table(summary, out)
     return 0
+
+
+def _run_rl_one_thread(run):
+    """Run the RL phase on one torch thread, then restore the thread count.
+
+    Measured (benchmarks/quickstart_repro.py): on 2 threads the RL phase is not bit-reproducible
+    run to run on one machine (the SFT phase is), on 1 thread it repeats bit for bit; so the
+    quickstart's printed numbers are the same every time on a given machine and library stack.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def weights_sha256(model_dir: Path) -> str | None:
+    """SHA-256 of the saved weights file(s): equal digests mean bit-identical weights."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def numerics_info() -> dict:
+    """The machine and library facts the quickstart's float results depend on."""
+    import torch
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model only here; platform.processor() often says just "x86_64"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+        "tokenizers": version("tokenizers"),
+    }
 
 
 def _print_table(summary: dict, out: Path) -> None:
