@@ -237,8 +237,8 @@ class LLMPlanner(LMPlanner):
     ) -> None:
         import torch
 
-        import rollout.hf  # noqa: F401  # registers "hf"
-        from rollout.engine import ENGINES, make_engine
+        from rollout.backends import make_engine  # importing it registers every backend
+        from rollout.engine import ENGINES
         from telos.models import load_model, load_tokenizer
 
         ENGINES.get(engine)  # an unknown backend fails before any model is loaded

@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from benchmarks.common import (  # noqa: E402
     training_flops,
     write_json,
 )
+from benchmarks.grpo_settings import Settings  # noqa: E402
 from benchmarks.trl_grpo import run_trl, trl_config  # noqa: E402
 
 set_offline()
@@ -85,43 +86,6 @@ SETTINGS = {
         ],
     },
 }
-
-
-@dataclass
-class Settings:
-    """The GRPO settings both systems run with (from the recipe after overrides)."""
-
-    recipe: str
-    model: str
-    data_train: str
-    num_train: int | None
-    template: str
-    reward: str
-    num_generations: int
-    prompts_per_step: int
-    max_completion_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    num_iterations: int
-    beta: float
-    epsilon: float
-    epsilon_high: float | None
-    loss_type: str
-    scale_rewards: str
-    advantage: str
-    dynamic_sampling: bool
-    lr: float
-    lr_scheduler: str
-    warmup_steps: int
-    weight_decay: float
-    max_grad_norm: float
-    micro_batch_size: int
-    dtype: str
-
-    @property
-    def completions_per_step(self) -> int:
-        return self.num_generations * self.prompts_per_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

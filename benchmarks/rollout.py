@@ -67,7 +67,7 @@ def prompts_for(count: int, offset: int) -> list[str]:
 def run_engine(name: str, model_dir: str, args, prompts: int, device: str) -> dict[str, Any]:
     import torch
 
-    from rollout.engine import make_engine
+    from rollout.backends import make_engine
     from telos.models import count_parameters, load_model, load_tokenizer
     from telos.types import SamplingParams
 

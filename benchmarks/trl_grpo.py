@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from benchmarks.grpo_vs_trl import Settings
+    from benchmarks.grpo_settings import Settings
 
 
 def trl_config(s: Settings, steps: int, seed: int, output_dir: str, use_vllm: bool = False):

@@ -138,7 +138,7 @@ def run_eval_math(args: argparse.Namespace) -> dict[str, Any]:
     if not rows:
         raise UserError(f"data {args.data!r} has no problems")
 
-    from rollout.engine import make_engine
+    from rollout.backends import make_engine
     from telos.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)

@@ -31,7 +31,7 @@ from telos.types import SamplingParams
 def _prepare(args: argparse.Namespace):
     """What both commands start from: the verifier, the problems, an engine and the prompts.
     Every argument is checked before the model loads."""
-    from rollout.engine import make_engine
+    from rollout.backends import make_engine
     from telos.models import check_model_path, load_tokenizer
 
     reward_fn = resolve_reward_function(args.reward)

@@ -1,4 +1,5 @@
-"""The generation ``Engine`` interface every backend implements, and the backend registry."""
+"""The generation ``Engine`` interface every backend implements, and the backend registry
+(``rollout.backends.make_engine`` builds one; this module imports no backend)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,3 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release processes or memory the engine holds."""
-
-
-def make_engine(backend: str, model, tokenizer, mode: str = "colocated", **options) -> Engine:
-    """Build a registered backend (importing the backends registers them; none imports vLLM
-    until an engine is built). ``mode="server"`` picks the backend's remote client."""
-    import rollout.client  # noqa: F401  # registers "vllm-server"
-    import rollout.hf  # noqa: F401  # registers "hf"
-    import rollout.vllm  # noqa: F401  # registers "vllm"
-
-    name = backend if mode == "colocated" else f"{backend}-{mode}"
-    return ENGINES.get(name)(model, tokenizer, **options)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from envs.math.procedural import generate
-from rollout.engine import make_engine
+from rollout.backends import make_engine
 from rollout.hf import process_logits
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import SamplingParams

@@ -186,7 +186,7 @@ def test_bad_options(tiny_model, tmp_path, capsys, option, value, needle):
 
 
 def test_unknown_engine(tiny_model, tmp_path, capsys):
-    # Backends register when rollout.engine.make_engine imports them, so the name is checked
+    # Backends register when rollout.backends is imported by make_engine's caller, so the name is checked
     # there, after the model is loaded (transformers' loading bar may precede the error line).
     code, stdout, stderr = _run(
         capsys, "--model", tiny_model, "--data", DATA, "--engine", "no_such_engine", "--out", tmp_path / "o"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from envs.math.procedural import generate
-from rollout.engine import make_engine
+from rollout.backends import make_engine
 from rollout.hf import sample_categorical
 from rollout.lean import LeanDecoder
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer

@@ -12,7 +12,7 @@ from pathlib import Path
 from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
 from rewards.functions import resolve_reward_function
-from rollout.engine import make_engine
+from rollout.backends import make_engine
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import SamplingParams
 from trainers.rollout_batch import generate_scored_groups

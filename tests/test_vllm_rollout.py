@@ -33,7 +33,7 @@ COLOCATED_DRIVER = textwrap.dedent(
     """
     import json, sys
     import torch
-    from rollout.engine import make_engine
+    from rollout.backends import make_engine
     from telos.types import SamplingParams
     from trainers.rl import train_rl
     from trainers.run import load_recipe
@@ -154,7 +154,7 @@ def test_server_mode_two_ranks(tmp_path, write_recipe, subprocess_env, tiny_mode
         assert health["weight_version"] == STEPS + 1  # the starting weights, then one push per step
 
         # the server now samples from the final model: greedy ids equal the hf engine's on it
-        from rollout.engine import make_engine
+        from rollout.backends import make_engine
         from telos.models import load_model, load_tokenizer
         from telos.types import SamplingParams
 

@@ -174,7 +174,7 @@ def evaluate_plans(model, tokenizer, examples: list[PlanExample], max_tokens: in
     parses cleanly, the share the LLM planner would accept on its first try (clean and
     feasible by ``check_plan``: a plan can differ from the oracle's and still work), and the
     predictions (for the report)."""
-    from rollout.engine import make_engine
+    from rollout.backends import make_engine
     from telos.types import SamplingParams
 
     engine = make_engine("hf", model, tokenizer, max_batch_size=batch_size)

@@ -15,7 +15,8 @@ import torch
 from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
 from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function, reward_inputs
-from rollout.engine import Engine, make_engine
+from rollout.backends import make_engine
+from rollout.engine import Engine
 from telos.checkpoint import write_json_atomically
 from telos.errors import UserError
 from telos.models import load_model, load_tokenizer
