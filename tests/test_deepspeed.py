@@ -272,6 +272,7 @@ def test_reward_model_under_zero3(launch, tiny_model_dir, tmp_path):
 UNEQUAL = textwrap.dedent(
     """
     import sys
+    from pathlib import Path
 
     import torch
 
@@ -298,7 +299,8 @@ UNEQUAL = textwrap.dedent(
 
     assert accumulate(acc, model, n, 2, loss_of) == 2
     optimizer_step(acc, model, optimizer, 1.0)
-    print("finished rank", acc.process_index, flush=True)
+    # a file per rank: two ranks printing at once interleave their lines
+    (Path(sys.argv[2]) / f"finished-{acc.process_index}").touch()
     """
 )
 
@@ -306,7 +308,7 @@ UNEQUAL = textwrap.dedent(
 def test_zero3_ranks_with_unequal_data_make_the_same_model_calls(subprocess_env, tiny_model_dir, tmp_path):
     script = tmp_path / "unequal.py"
     script.write_text(UNEQUAL)
-    cmd = _command("zero3", script, tiny_model_dir, tmp_path)[:-1]  # the script takes the model only
+    cmd = _command("zero3", script, tiny_model_dir, tmp_path)  # the script takes the model and a directory
     env = {**subprocess_env, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.Popen(
         cmd,
@@ -324,4 +326,4 @@ def test_zero3_ranks_with_unequal_data_make_the_same_model_calls(subprocess_env,
         out, _ = proc.communicate()
         pytest.fail(f"ranks with unequal data hung under ZeRO-3:\n{out[-3000:]}")
     assert proc.returncode == 0, out[-6000:]
-    assert "finished rank 0" in out and "finished rank 1" in out
+    assert (tmp_path / "finished-0").exists() and (tmp_path / "finished-1").exists(), out[-3000:]
