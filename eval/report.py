@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from telos.cache import atomic_path
 
 
 def format_cell(value: Any, digits: int = 4) -> str:
@@ -36,13 +37,11 @@ def markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` through a temporary file and a rename, so a reader never sees half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` through a private temporary file and a rename (``telos.cache.atomic_path``),
+    so a reader never sees half."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json(path: Path, data: dict) -> Path:

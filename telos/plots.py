@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -44,16 +43,13 @@ def never_raises(default: Any = None) -> Callable[[F], F]:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """``fig`` as a PNG at ``path``, through a temporary file and a rename (never half a PNG)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``fig`` as a PNG at ``path``, through a private temporary file and a rename
+    (``telos.cache.atomic_path``: never half a PNG)."""
+    from telos.cache import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _figure(figsize=(7.0, 4.2)):
