@@ -1,7 +1,7 @@
 """A goal-conditioned behaviour-cloning policy for Crafter and the controller that runs it.
 
 ``GCBCPolicy`` maps (local view, inventory, goal[, facing]) to logits over Crafter's 17
-actions. It is trained by ``trainers/gcbc.py`` on hindsight-relabelled play data and saved as a
+actions. It is trained by ``trainers/agents/gcbc.py`` on hindsight-relabelled play data and saved as a
 directory that describes itself (``config.json`` lists the encodings it was trained with), so
 ``LearnedController`` can load it without the recipe that made it — the ``learned:PATH``
 controller.

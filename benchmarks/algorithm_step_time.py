@@ -86,7 +86,7 @@ def build_random_model(shape: str, out: Path, dtype: str) -> str:
 def run(algo: str, model_dir: str, reward: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from telos.models import count_parameters
     from telos.tracking import read_metrics
-    from trainers.rl import train_rl
+    from trainers.rl.loop import train_rl
     from trainers.run import load_recipe
 
     out_dir = workdir / algo

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_one(algo: str, seed: int, model_dir: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from telos.tracking import read_metrics
-    from trainers.rl import train_rl
+    from trainers.rl.loop import train_rl
     from trainers.run import load_recipe
 
     out_dir = workdir / f"{algo}-seed{seed}"

@@ -163,7 +163,7 @@ def resolve_model(spec: str) -> str:
 
         return random_model_dir(spec.split(":", 1)[1])
     if spec.startswith("tiny:"):
-        from trainers.tiny import resolve_tiny
+        from trainers.common.tiny import resolve_tiny
 
         return resolve_tiny(spec)
     if not (Path(spec) / "config.json").exists():

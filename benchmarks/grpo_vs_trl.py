@@ -211,7 +211,7 @@ def check_parity(s: Settings) -> None:
 def prompt_order(num_rows: int, seed: int, count: int) -> list[int]:
     """The row indices telos's PromptSampler draws, in order. TRL gets its dataset in this order
     with shuffling off, so step k sees the same 16 prompts on both sides."""
-    from trainers.rollout_batch import PromptSampler
+    from trainers.common.sampler import PromptSampler
 
     return PromptSampler(num_rows, seed).take(count)
 
@@ -223,7 +223,7 @@ def run_telos(
     s: Settings, seed: int, steps: int, prompt_tokens: list[int], workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     from telos.tracking import read_metrics
-    from trainers.rl import train_rl
+    from trainers.rl.loop import train_rl
     from trainers.run import load_recipe
 
     out_dir = workdir / f"telos-seed{seed}"

@@ -38,7 +38,7 @@ def random_model_dir(
     tokenizer of ``tokenizer_from`` (default: the tiny arithmetic model's)."""
     from telos.cache import build_cached, cache_dir
     from telos.models import build_tiny_model, load_tokenizer
-    from trainers.tiny import resolve_tiny
+    from trainers.common.tiny import resolve_tiny
 
     if size not in SIZES:
         raise SystemExit(f"error: unknown model size {size!r}; valid: {', '.join(SIZES)}")

@@ -68,7 +68,7 @@ def make_data(model_dir: str, data_dir: Path) -> tuple[Path, Path]:
 
 
 def train(kind: str, seed: int, model_dir: str, pairs: Path, out: Path, args) -> Path:
-    from trainers.rm import train_rm
+    from trainers.rm.train import train_rm
     from trainers.run import load_recipe
 
     overrides = [

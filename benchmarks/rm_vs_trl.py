@@ -117,7 +117,7 @@ def check_parity(r) -> None:
 
 def run_telos(recipe_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
     from telos.tracking import read_metrics
-    from trainers.rm import train_rm
+    from trainers.rm.train import train_rm
     from trainers.run import load_recipe
 
     recipe, raw = load_recipe(recipe_path, overrides)
@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from rewards.reward_model import load_head_model
     from telos.models import count_parameters, load_tokenizer
-    from trainers.rm import load_rm_data
-    from trainers.rollout_batch import PromptSampler
+    from trainers.common.sampler import PromptSampler
+    from trainers.rm.train import load_rm_data
     from trainers.run import load_recipe
 
     recipe_path = str(Path(args.recipe) if Path(args.recipe).is_absolute() else REPO_ROOT / args.recipe)

@@ -4,7 +4,7 @@ The oracle planner and the scripted controller play the suite's tasks; with prob
 ``noise`` an action is replaced by a random one (marked, never trained on, but its effects
 are recorded), so the data also shows recoveries from states the scripted skills never reach
 by themselves. Everything is recorded from the agent's own view (no privileged state) as the
-arrays ``trainers.gcbc.load_play_data`` reads.
+arrays ``trainers.agents.gcbc.load_play_data`` reads.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class TokenRewardModel(nn.Module):
         """s [B, T] float32: ``s[b, j]`` scores token ``input_ids[b, j]`` having read tokens ≤ j.
 
         Handles left padding (positions count attended tokens only, as in
-        ``trainers.batching.completion_logps``). ``keep_last > 0`` applies the head to the last
+        ``trainers.common.batching.completion_logps``). ``keep_last > 0`` applies the head to the last
         ``keep_last`` columns only — the completion columns of a ``PackedBatch``.
         """
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)

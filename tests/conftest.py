@@ -86,8 +86,8 @@ def telos_cache(tmp_path_factory) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny causal LM + tokenizer, SFT-warmed for 40 steps on procedural arithmetic, built
     locally once per session (~1 min on 2 cores)."""
-    from trainers.sft import SFTConfig
-    from trainers.tiny import TinyTaskConfig, build_sft_model
+    from trainers.common.sft import SFTConfig
+    from trainers.common.tiny import TinyTaskConfig, build_sft_model
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     # 2 OpenMP threads spin-waiting on a shared 2-core box are much slower than 1 for this size

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from trainers.batching import accumulate
+from trainers.common.batching import accumulate
 
 
 class _Collectives:

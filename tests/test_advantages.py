@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from telos.errors import UserError
-from trainers.advantages import ADVANTAGES, group_normalized, rloo, zero_std_groups
+from trainers.rl.advantages import ADVANTAGES, group_normalized, rloo, zero_std_groups
 
 NAN = math.nan
 # Group 0: one correct answer out of four; group 1: all correct (no signal).

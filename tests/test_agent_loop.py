@@ -120,7 +120,7 @@ def test_recording_a_short_episode_keeps_frames(env):
 
 
 def test_recording_controller_and_collect_play_load_as_play_data(tmp_path):
-    from trainers.gcbc import load_play_data
+    from trainers.agents.gcbc import load_play_data
 
     data = collect_play(episodes=2, suite="crafter-techtree", noise=0.2, seed=0)
     expected = {

@@ -21,8 +21,8 @@ SCRIPT = REPO / "benchmarks" / "rm_vs_trl.py"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from trainers.sft import SFTConfig
-    from trainers.tiny import TinyTaskConfig, build_sft_model
+    from trainers.common.sft import SFTConfig
+    from trainers.common.tiny import TinyTaskConfig, build_sft_model
 
     out = tmp_path_factory.mktemp("bench-rm") / "model"
     build_sft_model(TinyTaskConfig(num_train=200, sft=SFTConfig(steps=2, batch_size=8)), out)

@@ -25,7 +25,7 @@ RESOLVER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import trainers.tiny as tiny
+    import trainers.common.tiny as tiny
 
     name, work = sys.argv[1], Path(sys.argv[2])
 

@@ -1,6 +1,6 @@
-"""Sampler/trainer mismatch correction (trainers/correction.py) against numbers worked out by
+"""Sampler/trainer mismatch correction (trainers/rl/correction.py) against numbers worked out by
 hand: the importance weight of every mode, mask and NaN handling, the logged metrics, the
-sampler log-prob tensor, and the weight's place in the policy loss (trainers/losses.py).
+sampler log-prob tensor, and the weight's place in the policy loss (trainers/rl/losses.py).
 
 The batch used for the weights: 2 sequences × 3 tokens, cap C given per test.
 
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from telos.types import Completion
-from trainers.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
-from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
+from trainers.rl.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
+from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
 
 OLD = [[-1.0, -2.0, -0.5], [-0.2, -0.3, -0.4]]
 SAMPLER = [[-1.5, -1.0, -3.0], [-0.7, -0.8, -0.4]]

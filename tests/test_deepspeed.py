@@ -53,8 +53,8 @@ DRIVER = textwrap.dedent(
 
     import torch
 
-    import trainers.rl as rl
-    from trainers.distributed import gathered
+    import trainers.rl.loop as rl
+    from trainers.common.distributed import gathered
 
     out_dir = Path(sys.argv[2])
     _train_rl = rl.train_rl
@@ -278,8 +278,8 @@ UNEQUAL = textwrap.dedent(
 
     from telos.models import load_model
     from telos.types import Completion
-    from trainers.batching import accumulate, chunked_logps, completion_logits, pack_completions, token_logps
-    from trainers.distributed import make_accelerator, optimizer_step
+    from trainers.common.batching import accumulate, chunked_logps, completion_logits, pack_completions, token_logps
+    from trainers.common.distributed import make_accelerator, optimizer_step
 
     acc = make_accelerator(micro_batch_size=2, max_grad_norm=1.0)
     model = load_model(sys.argv[1], "float32", None)

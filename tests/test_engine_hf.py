@@ -11,7 +11,7 @@ from rollout.backends import make_engine
 from rollout.hf import process_logits
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import SamplingParams
-from trainers.batching import completion_logps, pack_completions
+from trainers.common.batching import completion_logps, pack_completions
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from telos.cli import main
-from trainers.sft import SFTConfig
-from trainers.tiny import TinyTaskConfig, build_sft_model
+from trainers.common.sft import SFTConfig
+from trainers.common.tiny import TinyTaskConfig, build_sft_model
 
 DATA = "procedural:arith:test?n=8&max_value=30"
 

@@ -22,7 +22,7 @@ from envs.crafter.env import CrafterConfig, CrafterEnv, nearest_things  # noqa: 
 from envs.crafter.techtree import Subgoal  # noqa: E402
 from telos.cli import main  # noqa: E402
 from telos.errors import UserError  # noqa: E402
-from trainers.gcbc import gcbc_loss, hindsight_labels, load_play_data  # noqa: E402
+from trainers.agents.gcbc import gcbc_loss, hindsight_labels, load_play_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TREE = Subgoal("collect", "tree")

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from telos.errors import UserError
-from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
+from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
 
 RATIOS = [[1.0, 1.5, 0.5], [0.5, 1.5, 3.0]]
 MASK = [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]

@@ -27,8 +27,8 @@ import torch
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 
-from trainers.advantages import group_normalized  # noqa: E402
-from trainers.losses import LOSSES, LossBatch, PolicyLossConfig  # noqa: E402
+from trainers.rl.advantages import group_normalized  # noqa: E402
+from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig  # noqa: E402
 
 GRPOTrainer = trl_grpo.GRPOTrainer
 

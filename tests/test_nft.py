@@ -27,9 +27,9 @@ import pytest
 import torch
 
 from telos.errors import UserError
-from trainers.advantages import ADVANTAGES
-from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
-from trainers.nft import NFTBatch, NFTConfig, nft_group_filter, nft_pass_rates
+from trainers.rl.advantages import ADVANTAGES
+from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
+from trainers.rl.nft import NFTBatch, NFTConfig, nft_group_filter, nft_pass_rates
 
 RATIOS = [[2.0, 0.5, 1.0], [0.5, 1.5, 3.0]]
 MASK = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
@@ -282,9 +282,9 @@ def test_loop_trains_only_mixed_groups_in_every_mode(dynamic_sampling):
     both, with or without dynamic sampling; only the mixed group (p = 0.5) is trained."""
     from telos.config import from_dict
     from telos.types import Completion
-    from trainers.algorithms import make_algorithm
-    from trainers.recipe import RECIPES
-    from trainers.rollout_batch import ScoredGroups
+    from trainers.rl.algorithms import make_algorithm
+    from trainers.rl.recipe import RECIPES
+    from trainers.rl.rollout_batch import ScoredGroups
 
     recipe = from_dict(
         RECIPES["nft"],

@@ -25,8 +25,8 @@ import math
 import pytest
 import torch
 
-from trainers.losses import LOSSES, PolicyLossConfig
-from trainers.oreal import OREALBatch, OREALConfig, reinforce_ratio, rloo_advantages, select_pairs
+from trainers.rl.losses import LOSSES, PolicyLossConfig
+from trainers.rl.oreal import OREALBatch, OREALConfig, reinforce_ratio, rloo_advantages, select_pairs
 
 LN2 = math.log(2.0)
 

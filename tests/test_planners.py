@@ -46,8 +46,8 @@ def view() -> AgentView:
 def tiny_dir(tmp_path_factory, view) -> Path:
     """An untrained tiny causal LM saved like a planner_sft ``final/`` (random output)."""
     from telos.models import TinyModelConfig, build_tiny_model
-    from trainers.planner_sft import build_plan_tokenizer, make_examples
-    from trainers.planner_sft_recipe import PlannerDataSection
+    from trainers.agents.planner_sft import build_plan_tokenizer, make_examples
+    from trainers.agents.planner_sft_recipe import PlannerDataSection
 
     examples = make_examples(PlannerDataSection(), [view], 60, seed=0)
     tokenizer = build_plan_tokenizer([e.prompt + e.target for e in examples], 400)
@@ -263,8 +263,8 @@ def test_make_planner_options():
 def test_planner_sft_data_is_consistent(view):
     """The target is the oracle's plan for exactly what the prompt shows (task, inventory
     line, stations line): the text observation was regenerated from the sampled inventory."""
-    from trainers.planner_sft import make_examples
-    from trainers.planner_sft_recipe import PlannerDataSection
+    from trainers.agents.planner_sft import make_examples
+    from trainers.agents.planner_sft_recipe import PlannerDataSection
 
     kinds = set()
     for e in make_examples(PlannerDataSection(failure_prob=0.5, memory_prob=0.5), [view], 80, seed=1):
@@ -297,7 +297,7 @@ def test_planner_sft_recipe_checks():
 
 
 def test_planner_sft_short_run_then_llm_planner_loads_it(tmp_path, view):
-    from trainers.planner_sft import train_planner_sft
+    from trainers.agents.planner_sft import train_planner_sft
     from trainers.run import load_recipe
 
     raw = yaml.safe_load((REPO / "recipes/agents/planner_sft_tiny.yaml").read_text())

@@ -4,7 +4,7 @@ The repository's files (``git ls-files``: tracked, plus new files not ignored â€
 holds once they are committed) are copied to a temporary directory with no ``runs/`` and an
 empty ``TELOS_CACHE``; one Python process imports telos *from the copy* and runs ``telos
 check`` on each recipe. ``check`` must not build anything: the cache stays empty (data named
-``tiny-data:`` is built by ``telos train``, see trainers/recipe_data.py).
+``tiny-data:`` is built by ``telos train``, see trainers/common/recipe_data.py).
 
 Hub recipes (``*qwen2.5*``) are checked offline (``HF_HUB_OFFLINE=1``): schema, ranges and
 semantic checks all run; their hub model id and ``hf:`` data set are not fetched, which only
@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from telos.cli import build_parser
-from trainers.recipe_data import BUILDS, build_command_line, parse_recipe_data, resolve_recipe_data
+from trainers.common.recipe_data import BUILDS, build_command_line, parse_recipe_data, resolve_recipe_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_recipe_data_builds_are_valid_telos_data_command_lines(tmp_path):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("crafter") is None, reason="needs crafter")
 def test_recipe_data_is_built_on_first_use_then_reused(tmp_path, monkeypatch, capsys):
     """The build path end to end on a small play build (the shipped ones take minutes)."""
-    from trainers import recipe_data
+    from trainers.common import recipe_data
 
     small = recipe_data.DataBuild(
         "crafter-play", ("--episodes", "2", "--budget", "40"), {"play.npz": "--out"}, uses_tiny_model=False
@@ -121,7 +121,7 @@ def test_recipe_data_is_built_on_first_use_then_reused(tmp_path, monkeypatch, ca
     path = Path(resolve_recipe_data("tiny-data:small-play/play.npz"))
     assert path.is_file() and path.is_relative_to(tmp_path / "cache")
     assert "building recipe data tiny-data:small-play once" in capsys.readouterr().out
-    from trainers.gcbc_recipe import check_play_file
+    from trainers.agents.gcbc_recipe import check_play_file
 
     check_play_file(str(path))  # a complete play archive
     stamp = path.stat().st_mtime_ns

@@ -23,9 +23,9 @@ import torch.multiprocessing as mp
 
 from telos.config import from_dict
 from telos.types import Completion
-from trainers.algorithms import make_algorithm
-from trainers.recipe import RECIPES
-from trainers.rollout_batch import ScoredGroups, rollout_stats, sum_over_ranks
+from trainers.rl.algorithms import make_algorithm
+from trainers.rl.recipe import RECIPES
+from trainers.rl.rollout_batch import ScoredGroups, rollout_stats, sum_over_ranks
 
 RANK_REWARDS = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, None, 1.0]]
 

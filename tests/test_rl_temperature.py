@@ -18,10 +18,10 @@ from accelerate import Accelerator
 from telos.config import from_dict
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import Completion
-from trainers.algorithms import make_algorithm
-from trainers.recipe import RECIPES
-from trainers.rl import RolloutBatch, policy_update
-from trainers.rollout_batch import ScoredGroups
+from trainers.rl.algorithms import make_algorithm
+from trainers.rl.loop import RolloutBatch, policy_update
+from trainers.rl.recipe import RECIPES
+from trainers.rl.rollout_batch import ScoredGroups
 
 T = 0.7
 PROMPTS = [[5, 6, 7], [8, 9, 10]]  # equal lengths: the check below needs no padding

@@ -1,4 +1,4 @@
-"""Reward-model training (``trainer: rm``, ``trainers/rm.py``) for bt, gcrm and prm on the session's
+"""Reward-model training (``trainer: rm``, ``trainers/rm/train.py``) for bt, gcrm and prm on the session's
 tiny model: the saved ``final/`` is a plain transformers checkpoint that scores like the telos API,
 the gcrm goal vector, metrics, resume; recipe errors; and ``telos eval rm`` on every data kind."""
 
@@ -75,7 +75,7 @@ def _overrides(kind: str, model: Path, files: dict[str, Path], out: Path, *extra
 
 
 def _train(kind: str, model: Path, files: dict[str, Path], out: Path, *extra: str) -> dict:
-    from trainers.rm import train_rm
+    from trainers.rm.train import train_rm
     from trainers.run import load_recipe
 
     recipe, raw = load_recipe(
@@ -356,9 +356,9 @@ def test_hf_score_matches_when_pad_is_eos(tiny_model_dir, data_files, tmp_path):
     assert rm.score(["2+3="], [" 5"])[0] == pytest.approx(hf_score, abs=1e-5)
 
 
-@pytest.mark.parametrize("module", ["trainers.rm", "trainers.rm_recipe"])
+@pytest.mark.parametrize("module", ["trainers.rm.train", "trainers.rm.recipe"])
 def test_rm_modules_import_on_their_own(module, subprocess_env):
-    """Regression: trainers.rm_recipe and trainers.recipe once imported each other in a cycle."""
+    """Regression: trainers.rm.recipe and trainers.rl.recipe once imported each other in a cycle."""
     proc = subprocess.run(
         [sys.executable, "-c", f"import {module}"],
         env=subprocess_env,

@@ -12,10 +12,10 @@ from rollout.backends import make_engine
 from telos.config import from_dict
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import Completion, SamplingParams
-from trainers.algorithms import make_algorithm
-from trainers.recipe import RECIPES
-from trainers.rollout_batch import (
-    PromptSampler,
+from trainers.common.sampler import PromptSampler
+from trainers.rl.algorithms import make_algorithm
+from trainers.rl.recipe import RECIPES
+from trainers.rl.rollout_batch import (
     ScoredGroups,
     generate_scored_groups,
     keep_informative_groups,

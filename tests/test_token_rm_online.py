@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from telos.errors import UserError
-from trainers.token_rm_online import OPTIMIZER_FILE, OnlineTokenRM
+from trainers.rl.token_rm_online import OPTIMIZER_FILE, OnlineTokenRM
 
 
 class _Payload:

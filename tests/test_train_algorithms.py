@@ -13,7 +13,7 @@ import yaml
 
 from rewards.token_rm import TokenRewardModel
 from telos.tracking import read_metrics
-from trainers.rl import _mini_batches, train_rl
+from trainers.rl.loop import _mini_batches, train_rl
 from trainers.run import load_recipe
 
 
@@ -160,7 +160,7 @@ def test_nft_at_ratio_one_takes_the_dr_grpo_step_in_the_loop(
 
 def test_step_pools_have_the_same_keys_on_a_rank_without_sequences():
     """Ranks all-gather the pool counts: a rank with no sequence must send the same keys."""
-    from trainers.algorithms import OREALAlgorithm, TrainBatch
+    from trainers.rl.algorithms import OREALAlgorithm, TrainBatch
 
     algo = OREALAlgorithm.__new__(OREALAlgorithm)  # step_pools needs no recipe
     empty = TrainBatch([], torch.zeros(0), torch.zeros(0, dtype=torch.bool))

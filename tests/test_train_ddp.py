@@ -6,7 +6,7 @@ two gloo (MULTI_CPU) processes. ``--cpu --num_processes 2`` does NOT: accelerate
 launcher then starts a single process (multi-CPU needs MPI there), silently.
 
 A small driver runs the real CLI (``telos.cli.main(["train", RECIPE])``) under ``accelerate
-launch``, with ``trainers.rl.train_rl`` wrapped to also save each rank's own state dict:
+launch``, with ``trainers.rl.loop.train_rl`` wrapped to also save each rank's own state dict:
 the trainer itself only saves rank 0's model, so without this the ranks cannot be compared.
 """
 
@@ -37,7 +37,7 @@ DRIVER = textwrap.dedent(
 
     import torch
 
-    import trainers.rl as rl
+    import trainers.rl.loop as rl
 
     recipe_path, out_dir = sys.argv[1], Path(sys.argv[2])
     _train_rl = rl.train_rl

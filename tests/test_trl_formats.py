@@ -15,7 +15,7 @@ from rewards.functions import resolve_reward_function
 from rollout.backends import make_engine
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer
 from telos.types import SamplingParams
-from trainers.rollout_batch import generate_scored_groups
+from trainers.rl.rollout_batch import generate_scored_groups
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "math" / "grpo_tiny.yaml"
 

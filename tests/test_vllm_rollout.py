@@ -35,7 +35,7 @@ COLOCATED_DRIVER = textwrap.dedent(
     import torch
     from rollout.backends import make_engine
     from telos.types import SamplingParams
-    from trainers.rl import train_rl
+    from trainers.rl.loop import train_rl
     from trainers.run import load_recipe
 
     recipe, raw = load_recipe(sys.argv[1])

@@ -20,9 +20,9 @@ from telos.config import from_dict, load_yaml
 from telos.errors import UserError
 from telos.plots import bar_chart
 from telos.tracking import progress
-from trainers.recipe import RECIPES
+from trainers.common.tiny import TinyTaskConfig, build_sft_model
+from trainers.rl.recipe import RECIPES
 from trainers.run import _check_semantics, _trainers
-from trainers.tiny import TinyTaskConfig, build_sft_model
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "math"
 

@@ -12,17 +12,17 @@ from telos.checkpoint import resolve_resume
 from telos.config import apply_overrides, from_dict, load_yaml
 from telos.errors import UserError
 from telos.tracking import normalize_report_to
-from trainers.recipe import RECIPES
-from trainers.tiny import TINY_TASKS
+from trainers.common.tiny import TINY_TASKS
+from trainers.rl.recipe import RECIPES
 
 CHECK_ROWS = 16  # rows of a local data file that `telos check` validates
 
 
 def _trainers() -> dict[str, Callable]:
-    from trainers.gcbc import train_gcbc
-    from trainers.planner_sft import train_planner_sft
-    from trainers.rl import train_rl
-    from trainers.rm import train_rm
+    from trainers.agents.gcbc import train_gcbc
+    from trainers.agents.planner_sft import train_planner_sft
+    from trainers.rl.loop import train_rl
+    from trainers.rm.train import train_rm
 
     return {
         "grpo": train_rl,
@@ -59,11 +59,11 @@ def _about(key: str) -> Iterator[None]:
 def _check_semantics(recipe) -> None:
     """Checks a type system cannot express, still made before any work starts."""
     if recipe.trainer == "planner_sft":
-        from trainers.planner_sft_recipe import check_planner_sft
+        from trainers.agents.planner_sft_recipe import check_planner_sft
 
         return check_planner_sft(recipe)
     if recipe.trainer == "gcbc":
-        from trainers.gcbc_recipe import check_gcbc
+        from trainers.agents.gcbc_recipe import check_gcbc
 
         return check_gcbc(recipe)
     if recipe.trainer == "rm":

@@ -25,9 +25,9 @@ from telos.config import save_yaml, to_dict
 from telos.errors import UserError
 from telos.plots import bar_chart, plot_metrics
 from telos.tracking import Tracker, read_metrics
-from trainers.gcbc_recipe import PLAY_ARRAYS, GCBCRecipe, check_play_file, play_data_hint
-from trainers.recipe_data import resolve_recipe_data
-from trainers.rollout_batch import PromptSampler
+from trainers.agents.gcbc_recipe import PLAY_ARRAYS, GCBCRecipe, check_play_file, play_data_hint
+from trainers.common.recipe_data import resolve_recipe_data
+from trainers.common.sampler import PromptSampler
 
 PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
 EVAL_BATCH = 4096

@@ -17,7 +17,7 @@ from envs.math.prompts import format_prompt
 from telos.cache import atomic_path, build_cached, cache_dir
 from telos.errors import UserError
 from telos.models import TinyModelConfig, build_tiny_model, build_tokenizer, count_parameters
-from trainers.sft import SFTConfig, train_sft
+from trainers.common.sft import SFTConfig, train_sft
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What makes GRPO, NFT and OREAL different inside the one shared RL loop (trainers/rl.py).
+"""What makes GRPO, NFT and OREAL different inside the one shared RL loop (trainers/rl/loop.py).
 
 The loop samples groups, keeps those with signal, packs the chosen answers and runs micro-
 batched optimizer steps. An ``Algorithm`` answers the questions where the three differ: which
@@ -17,13 +17,13 @@ import torch
 from torch import Tensor
 
 from telos.types import Completion
-from trainers.advantages import ADVANTAGES, moments_std, nan_moments
-from trainers.batching import PackedBatch
-from trainers.losses import LOSSES, LossBatch, PolicyLossConfig
-from trainers.nft import NFTBatch, nft_group_filter, nft_pass_rates
-from trainers.oreal import OREALBatch, rloo_advantages, select_pairs
-from trainers.recipe import GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
-from trainers.rollout_batch import (
+from trainers.common.batching import PackedBatch
+from trainers.rl.advantages import ADVANTAGES, moments_std, nan_moments
+from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
+from trainers.rl.nft import NFTBatch, nft_group_filter, nft_pass_rates
+from trainers.rl.oreal import OREALBatch, rloo_advantages, select_pairs
+from trainers.rl.recipe import GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
+from trainers.rl.rollout_batch import (
     ScoredGroups,
     correctness_tensor,
     drop_groups,
@@ -190,7 +190,7 @@ class OREALAlgorithm(Algorithm):
     def attach(self, ctx) -> None:
         super().attach(ctx)
         if self.recipe.oreal.token_rm:
-            from trainers.token_rm_online import OnlineTokenRM
+            from trainers.rl.token_rm_online import OnlineTokenRM
 
             self.token_rm = OnlineTokenRM(ctx, self.recipe.oreal)
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from rewards.token_rm import TokenRewardModel, token_rm_loss, token_weights
 from telos.errors import UserError
 from telos.stats import auroc
-from trainers.batching import PackedBatch, accumulate
+from trainers.common.batching import PackedBatch, accumulate
 
 OPTIMIZER_FILE = "optimizer.pt"
 

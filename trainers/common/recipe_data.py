@@ -22,7 +22,7 @@ from pathlib import Path
 from telos.errors import UserError
 
 SCHEME = "tiny-data:"
-_ARITH = "max_value=50&max_operand=9"  # the tiny model's problem distribution (trainers/tiny.py)
+_ARITH = "max_value=50&max_operand=9"  # the tiny model's problem distribution (trainers/common/tiny.py)
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def resolve_recipe_data(spec: str) -> str:
     build = BUILDS[name]
     model = None
     if build.uses_tiny_model:
-        from trainers.tiny import resolve_tiny
+        from trainers.common.tiny import resolve_tiny
 
         model = resolve_tiny("tiny:arith")
     # keyed by the command and the model it samples from: a changed build is a new entry

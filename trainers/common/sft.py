@@ -6,12 +6,13 @@ by ``trainer: sft`` recipes.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from trainers.common.schedule import warmup_cosine
 
 
 @dataclass
@@ -43,18 +44,6 @@ def sft_batch(tokenizer, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor
         labels[i, : len(s)] = torch.tensor(lab)
         mask[i, : len(s)] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up, then cosine decay to 10 % of the peak."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def train_sft(

@@ -23,10 +23,10 @@ from telos.models import load_model, load_tokenizer
 from telos.plots import plot_metrics
 from telos.tracking import read_metrics
 from telos.types import SamplingParams
-from trainers.distributed import make_accelerator, run_layout, save_final
-from trainers.recipe import RLRecipe
-from trainers.sft import warmup_cosine
-from trainers.tiny import resolve_tiny
+from trainers.common.distributed import make_accelerator, run_layout, save_final
+from trainers.common.schedule import make_scheduler
+from trainers.common.tiny import resolve_tiny
+from trainers.rl.recipe import RLRecipe
 
 PLOT_GROUPS = {
     "reward": ["reward_mean"],
@@ -55,25 +55,6 @@ class RunContext:
     ref_model: torch.nn.Module | None = None
     model_path: str = ""  # where the starting weights were loaded from (a ZeRO-3 reference reloads them)
     started: float = field(default_factory=time.perf_counter)
-
-
-def make_scheduler(optimizer, kind: str, warmup: int, total: int):
-    if kind == "cosine":
-        factor = warmup_cosine(warmup, total)
-    elif kind == "linear":
-
-        def factor(s: int) -> float:
-            return (
-                (s + 1) / max(1, warmup)
-                if s < warmup
-                else max(0.0, 1 - (s - warmup) / max(1, total - warmup))
-            )
-    else:
-
-        def factor(s: int) -> float:
-            return min(1.0, (s + 1) / max(1, warmup)) if warmup else 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def warn_single_process_cpu_launch() -> None:

@@ -30,8 +30,8 @@ from telos.errors import UserError
 from telos.models import load_tokenizer
 from telos.plots import plot_metrics
 from telos.tracking import Tracker, read_metrics
-from trainers.batching import accumulate
-from trainers.distributed import (
+from trainers.common.batching import accumulate
+from trainers.common.distributed import (
     load_resume,
     make_accelerator,
     optimizer_step,
@@ -39,11 +39,11 @@ from trainers.distributed import (
     save_final,
     save_kwargs,
 )
-from trainers.recipe_data import resolve_recipe_data
-from trainers.rm_recipe import RMRecipe
-from trainers.rollout_batch import PromptSampler
-from trainers.setup import make_scheduler
-from trainers.tiny import resolve_tiny
+from trainers.common.recipe_data import resolve_recipe_data
+from trainers.common.sampler import PromptSampler
+from trainers.common.schedule import make_scheduler
+from trainers.common.tiny import resolve_tiny
+from trainers.rm.recipe import RMRecipe
 
 PLOT_GROUPS = {
     "loss": ["loss", "bt_loss", "contrastive_loss"],

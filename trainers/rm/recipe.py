@@ -7,15 +7,15 @@ from typing import Literal
 
 from telos.config import path_field
 from telos.errors import UserError
-from trainers.model_section import ModelSection
-from trainers.recipe_data import is_recipe_data, parse_recipe_data
+from trainers.common.model_section import ModelSection
+from trainers.common.recipe_data import is_recipe_data, parse_recipe_data
 
 
 @dataclass
 class RMDataSection:
     # preference pairs {prompt, chosen, rejected[, margin]} (bt, gcrm) or stepwise rows
     # {prompt, completions, labels} (prm): a .jsonl/.json/.parquet file, hf:REPO[:CONFIG][@SPLIT],
-    # or tiny-data:BUILD/FILE (built on first use at train time: trainers/recipe_data.py)
+    # or tiny-data:BUILD/FILE (built on first use at train time: trainers/common/recipe_data.py)
     train: str = path_field(kind="data")
     test: str | None = path_field(None, kind="data")
     num_train: int | None = None

@@ -1,7 +1,7 @@
 """The policy-gradient RL loop shared by GRPO, NFT and OREAL: rollout → rewards → the
 algorithm's selection and tensors → registered loss → optimizer steps.
 
-The loop never knows which algorithm it runs: what differs lives in ``trainers.algorithms``.
+The loop never knows which algorithm it runs: what differs lives in ``trainers.rl.algorithms``.
 Read it top to bottom: ``train_rl`` is the whole recipe.
 """
 
@@ -20,20 +20,26 @@ from telos.config import save_yaml, to_dict
 from telos.models import load_model
 from telos.tracking import Tracker
 from telos.types import SamplingParams
-from trainers.algorithms import Algorithm, TrainBatch, make_algorithm
-from trainers.batching import accumulate, chunked_logps, completion_logits, pack_completions, token_logps
-from trainers.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
-from trainers.distributed import load_resume, optimizer_step, reference_model, save_kwargs
-from trainers.recipe import RLRecipe
-from trainers.rollout_batch import (
-    PromptSampler,
+from trainers.common.batching import (
+    accumulate,
+    chunked_logps,
+    completion_logits,
+    pack_completions,
+    token_logps,
+)
+from trainers.common.distributed import load_resume, optimizer_step, reference_model, save_kwargs
+from trainers.common.sampler import PromptSampler
+from trainers.rl.algorithms import Algorithm, TrainBatch, make_algorithm
+from trainers.rl.correction import importance_weights, mismatch_metrics, sampler_logps_tensor
+from trainers.rl.recipe import RLRecipe
+from trainers.rl.rollout_batch import (
     ScoredGroups,
     drop_groups,
     generate_scored_groups,
     rollout_stats,
     sum_over_ranks,
 )
-from trainers.setup import RunContext, evaluate_greedy, finish_run, setup_run
+from trainers.rl.setup import RunContext, evaluate_greedy, finish_run, setup_run
 
 PROGRESS_KEYS = ["reward_mean", "accuracy", "eval_accuracy", "tokens_per_s"]
 

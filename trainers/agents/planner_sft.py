@@ -36,9 +36,10 @@ from telos.config import save_yaml, to_dict
 from telos.errors import UserError
 from telos.plots import plot_metrics
 from telos.tracking import Tracker, progress, read_metrics
-from trainers.planner_sft_recipe import PlannerDataSection, PlannerSFTRecipe
-from trainers.rollout_batch import PromptSampler
-from trainers.sft import sft_batch, warmup_cosine
+from trainers.agents.planner_sft_recipe import PlannerDataSection, PlannerSFTRecipe
+from trainers.common.sampler import PromptSampler
+from trainers.common.schedule import warmup_cosine
+from trainers.common.sft import sft_batch
 
 WALK_ACTIONS = ("noop", "move_left", "move_right", "move_up", "move_down", "do")
 # what agents hold beyond a plan's progress: spare materials, and the swords the scripted

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from telos.errors import UserError
-from trainers.recipe_data import is_recipe_data, parse_recipe_data
+from trainers.common.recipe_data import is_recipe_data, parse_recipe_data
 
 # what `telos data crafter-play` writes; `facing` is optional (used as an input when present)
 PLAY_ARRAYS = ("views", "inventory", "actions", "commanded", "noise", "events", "episode")
@@ -16,7 +16,7 @@ PLAY_ARRAYS = ("views", "inventory", "actions", "commanded", "noise", "events", 
 @dataclass
 class GCBCDataSection:
     # not a path_field: a missing file should say how to make it, which check_gcbc does;
-    # tiny-data:crafter-play/play.npz is built on first use by `telos train` (trainers/recipe_data.py)
+    # tiny-data:crafter-play/play.npz is built on first use by `telos train` (trainers/common/recipe_data.py)
     path: str = "runs/crafter-play/play.npz"
     horizon: int = 32  # a step is labelled with the first subgoal reached within this many steps
     val_fraction: float = 0.1  # of episodes, held out whole (steps of one episode are correlated)
@@ -63,7 +63,7 @@ def play_data_hint(path: str) -> str:
 
 def check_gcbc(recipe: GCBCRecipe) -> None:
     """Checks a type system cannot express, made before any data is loaded."""
-    # lazy: trainers.run imports trainers.recipe, which imports this module
+    # lazy: trainers.run imports trainers.rl.recipe, which imports this module
     from telos.checkpoint import resolve_resume
     from telos.tracking import normalize_report_to
     from trainers.run import _about, _at_least

@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.config import choices_field, path_field
-from trainers.gcbc_recipe import GCBCRecipe
-from trainers.model_section import ModelSection
-from trainers.nft import NFTConfig
-from trainers.oreal import OREALConfig
-from trainers.planner_sft_recipe import PlannerSFTRecipe
-from trainers.rm_recipe import RMRecipe
+from trainers.agents.gcbc_recipe import GCBCRecipe
+from trainers.agents.planner_sft_recipe import PlannerSFTRecipe
+from trainers.common.model_section import ModelSection
+from trainers.rl.nft import NFTConfig
+from trainers.rl.oreal import OREALConfig
+from trainers.rm.recipe import RMRecipe
 
 
 def _loss_names() -> list[str]:
-    from trainers.losses import policy_loss_names
+    from trainers.rl.losses import policy_loss_names
 
     return policy_loss_names()
 
@@ -56,7 +56,7 @@ class EngineSection:
     kv_cache_gb: float | None = None  # vLLM KV cache size; default: 1 GiB on CPU, the share above on GPU
     sleep: bool = False  # colocated vLLM on GPU: release its memory while the trainer trains
     max_model_len: int | None = None  # default: the model's max_position_embeddings
-    # sampler/trainer mismatch weight (trainers/correction.py); auto = sequence_mask for vllm, none for hf
+    # sampler/trainer mismatch weight (trainers/rl/correction.py); auto = sequence_mask for vllm, none for hf
     correction: Literal[
         "auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
     ] = "auto"

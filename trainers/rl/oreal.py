@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trainers.advantages import ADVANTAGES
-from trainers.losses import LossBatch, register_loss
+from trainers.rl.advantages import ADVANTAGES
+from trainers.rl.losses import LossBatch, register_loss
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from telos.errors import UserError
-from trainers.losses import LossBatch, register_loss
+from trainers.rl.losses import LossBatch, register_loss
 
 OMEGAS = ("1-p", "sqrt", "1")
 LEVELS = ("token", "sequence")
@@ -149,7 +149,7 @@ def nft_loss(batch: NFTBatch, cfg: NFTConfig) -> tuple[Tensor, dict[str, float]]
     correct = batch.correct > 0.5  # NaN (unscorable) → False; its mask is 0 anyway
     omega = nft_omega(p_hat, cfg.omega)
     # Padding may hold garbage (−inf old log-probs): zero the log-ratio *before* exp, and use
-    # `where` so the unselected branch gets zero gradient (same guard as trainers/losses.py).
+    # `where` so the unselected branch gets zero gradient (same guard as trainers/rl/losses.py).
     delta = torch.where(mask, batch.logps - batch.old_logps, torch.zeros_like(batch.logps))
 
     if cfg.level == "token":

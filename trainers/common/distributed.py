@@ -6,7 +6,7 @@ CUDA that takes two things accelerate does not do by itself: no ``Accelerator(cp
 drops the DeepSpeed plugin) and an explicit ``gloo`` backend (with none, accelerate initialises
 DeepSpeed's process group and then reports a world of one process).
 
-telos micro-batches and accumulates itself (``trainers.batching.accumulate``), so DeepSpeed's
+telos micro-batches and accumulates itself (``trainers.common.batching.accumulate``), so DeepSpeed's
 own gradient accumulation is pinned to 1 (its ``backward`` would otherwise divide the loss by
 it) and the accumulation boundary is set explicitly on the last micro-batch of each optimizer
 step. Clipping, the non-finite-gradient skip and the optimizer step are the engine's

@@ -204,7 +204,7 @@ def idle_forward(model, device) -> Tensor:
 
 def _calls_gather_parameters(model) -> bool:
     """A ZeRO-3 engine: each forward all-gathers the partitioned parameters."""
-    from trainers.distributed import is_deepspeed
+    from trainers.common.distributed import is_deepspeed
 
     return is_deepspeed(model) and model.zero_optimization_stage() == 3
 
@@ -247,7 +247,7 @@ def accumulate(
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    from trainers.distributed import backward, is_deepspeed
+    from trainers.common.distributed import backward, is_deepspeed
 
     counts = acc.gather(torch.tensor([float(n_local)], device=acc.device))
     num_micro = max(1, math.ceil(counts.max().item() / micro_batch_size))

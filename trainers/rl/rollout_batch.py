@@ -6,7 +6,6 @@ and the advantage, not in how a batch of scored groups is produced.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,28 +13,7 @@ import torch
 
 from rewards.functions import reward_inputs, score_completions
 from telos.types import Completion, SamplingParams
-from trainers.advantages import moments_std, nan_moments, zero_std_groups
-
-
-class PromptSampler:
-    """Epoch-wise shuffled prompt indices, fully determined by (seed, cursor) so a resumed run
-    draws exactly the prompts the killed run would have drawn next."""
-
-    def __init__(self, num_rows: int, seed: int, cursor: int = 0) -> None:
-        self.num_rows, self.seed, self.cursor = num_rows, seed, cursor
-        self._epoch, self._order = -1, []
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        for _ in range(k):
-            epoch, pos = divmod(self.cursor, self.num_rows)
-            if epoch != self._epoch:
-                self._order = list(range(self.num_rows))
-                random.Random(self.seed * 100003 + epoch).shuffle(self._order)
-                self._epoch = epoch
-            out.append(self._order[pos])
-            self.cursor += 1
-        return out
+from trainers.rl.advantages import moments_std, nan_moments, zero_std_groups
 
 
 @dataclass

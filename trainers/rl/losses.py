@@ -62,7 +62,7 @@ class LossBatch:
     num_tokens: float = 0.0  # trained tokens in the accumulated batch
     num_micro_batches: int = 1
     max_completion_length: int = 0
-    # [B, T] sampler-mismatch weights w_t (trainers/correction.py), constants; None = all 1
+    # [B, T] sampler-mismatch weights w_t (trainers/rl/correction.py), constants; None = all 1
     is_weights: Tensor | None = None
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from telos.errors import UserError
-from trainers.model_section import ModelSection
+from trainers.common.model_section import ModelSection
 
 
 @dataclass
