@@ -1,7 +1,8 @@
 """Run tracking: ``metrics.jsonl``, a progress bar with ETA, and optional external trackers.
 
 ``metrics.jsonl`` is the source of truth (one JSON object per logged step, flushed at once, so
-a killed run keeps everything it logged); tensorboard / wandb / trackio are optional mirrors.
+a killed run keeps everything it logged); external trackers (any that accelerate supports:
+tensorboard, wandb, mlflow, trackio, ...) are optional mirrors of its numeric values.
 
 Progress goes to stderr. On a terminal (or in Jupyter) it is a live ``rich`` bar; elsewhere (CI
 logs, ``nohup``, pipes) a live bar would either be suppressed or flood the log, so we print one
@@ -20,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from telos.errors import UserError
+from telos.trackers import normalize_report_to, numeric_metrics, start_tracker
 
 METRICS_FILE = "metrics.jsonl"
-TRACKERS = ("tensorboard", "wandb", "trackio")
-_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 _HEARTBEAT_S = 300.0  # plain mode: print at least this often, even between 10 % marks
 
 
@@ -263,104 +263,6 @@ def progress(iterable_or_total: Iterable | int | None, description: str = "worki
     return Progress(iterable_or_total, description)
 
 
-# ------------------------------------------------------------------------------ trackers
-
-
-def normalize_report_to(report_to: str | Sequence[str] | None) -> list[str]:
-    if report_to is None:
-        return []
-    names = [report_to] if isinstance(report_to, str) else list(report_to)
-    out = []
-    for name in names:
-        key = str(name).strip().lower()
-        if key in ("", "none"):
-            continue
-        if key not in TRACKERS:
-            raise UserError(f"report_to: unknown tracker {name!r}; valid: {', '.join(TRACKERS)}, none")
-        if key not in out:
-            out.append(key)
-    return out
-
-
-def _missing(name: str) -> UserError:
-    pkg = _PACKAGES[name]
-    return UserError(f"report_to: {name} needs the '{pkg}' package: pip install {pkg}")
-
-
-def _numeric(metrics: dict) -> dict[str, float]:
-    return {
-        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-
-
-class _TensorBoard:
-    def __init__(self, run_dir: Path, config: dict | None, start_step: int) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise _missing("tensorboard") from e
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start_step or None)
-        if config:
-            text = json.dumps(config, indent=2, default=str)
-            self.writer.add_text("config", f"```\n{text}\n```", global_step=start_step)
-
-    def log(self, step: int, metrics: dict) -> None:
-        for k, v in _numeric(metrics).items():
-            self.writer.add_scalar(k, v, global_step=step)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class _WandB:
-    def __init__(self, run_dir: Path, config: dict | None, start_step: int) -> None:
-        try:
-            import wandb
-        except ImportError as e:
-            raise _missing("wandb") from e
-        self.wandb = wandb
-        # Keep one wandb run per run directory across resumes.
-        id_file = run_dir / "wandb_run_id"
-        if start_step > 0 and id_file.is_file():
-            run_id = id_file.read_text().strip()
-        else:
-            run_id = wandb.util.generate_id()
-            id_file.write_text(run_id)
-        self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "telos"),
-            name=run_dir.name,
-            id=run_id,
-            resume="allow",
-            dir=str(run_dir),
-            config=config,
-        )
-
-    def log(self, step: int, metrics: dict) -> None:
-        self.run.log(_numeric(metrics), step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-class _Trackio:
-    def __init__(self, run_dir: Path, config: dict | None, start_step: int) -> None:
-        try:
-            import trackio
-        except ImportError as e:
-            raise _missing("trackio") from e
-        self.trackio = trackio
-        trackio.init(project=os.environ.get("TRACKIO_PROJECT", "telos"), name=run_dir.name, config=config)
-
-    def log(self, step: int, metrics: dict) -> None:
-        self.trackio.log(_numeric(metrics), step=step)
-
-    def close(self) -> None:
-        self.trackio.finish()
-
-
-_BACKENDS = {"tensorboard": _TensorBoard, "wandb": _WandB, "trackio": _Trackio}
-
-
 # ------------------------------------------------------------------------------ tracker
 
 
@@ -391,9 +293,10 @@ class Tracker:
 
     ``start_step``: the step the run (re)starts from; rows of ``metrics.jsonl`` after it are
     dropped, so a killed-and-resumed run has no duplicate steps (a fresh start, 0, keeps only
-    step-0 rows). ``report_to``: any of ``tensorboard``, ``wandb``, ``trackio`` (``none`` or
-    empty: nothing). ``progress_keys``: metrics shown next to the bar. ``enabled=False`` (non-main
-    ranks) makes every method a no-op.
+    step-0 rows). ``report_to``: tracker names accelerate knows (``tensorboard``, ``wandb``,
+    ``mlflow``, ``trackio``, ...; ``none`` or empty: nothing), sent the numeric metrics of each
+    step and ``config`` flattened as hyper-parameters. ``progress_keys``: metrics shown next to
+    the bar. ``enabled=False`` (non-main ranks) makes every method a no-op.
     """
 
     def __init__(
@@ -418,21 +321,22 @@ class Tracker:
         self.progress_keys = list(progress_keys)
         self._shown: dict[str, Any] = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # Backends first: a missing package fails before metrics.jsonl is touched.
-        self._backends = []
+        # Trackers first: one that cannot start fails before metrics.jsonl is touched.
+        self._trackers = []
         try:
             for name in names:
-                self._backends.append(_BACKENDS[name](self.run_dir, config, start_step))
+                self._trackers.append(start_tracker(name, self.run_dir, config, start_step))
         except BaseException:
-            for b in self._backends:
-                b.close()
+            for t in self._trackers:
+                t.finish()
             raise
         _truncate_metrics(self.metrics_path, start_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._display = _Display(total_steps, description, start=start_step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Append ``{"step": step, **metrics}`` to metrics.jsonl and update the progress bar."""
+        """Append ``{"step": step, **metrics}`` to metrics.jsonl, send the numeric ones to the
+        trackers and update the progress bar."""
         if self._closed:
             return
         row = {"step": int(step)}
@@ -440,8 +344,10 @@ class Tracker:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         values = {k: v for k, v in row.items() if k != "step"}
-        for backend in self._backends:
-            backend.log(row["step"], values)
+        numeric = numeric_metrics(values)
+        if numeric:  # dvclive would advance a step for an empty row
+            for t in self._trackers:
+                t.log(numeric, step=row["step"])
         for k in self.progress_keys:
             if k in values:
                 self._shown[k] = values[k]
@@ -454,8 +360,8 @@ class Tracker:
         self._closed = True
         self._display.close()
         self._file.close()
-        for backend in self._backends:
-            backend.close()
+        for t in self._trackers:
+            t.finish()
 
     def __enter__(self) -> Tracker:
         return self

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 
 import pytest
 import torch
 
+from telos import trackers as tracking_backends
 from telos import tracking
 from telos.errors import UserError
 from telos.plots import bar_chart, plot_metrics
-from telos.tracking import Tracker, progress, read_metrics
+from telos.tracking import Tracker, normalize_report_to, progress, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -76,19 +78,110 @@ def test_disabled_tracker_does_nothing(tmp_path, capsys):
 
 
 def test_report_to_validation(tmp_path, monkeypatch, plain):
-    with pytest.raises(UserError, match=r"report_to: unknown tracker 'mlflow'; valid: tensorboard"):
-        Tracker(tmp_path, total_steps=1, report_to=["mlflow"])
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    # the valid names are accelerate's (mlflow, dvclive, ... too), not a list of telos's own
+    valid = ", ".join(sorted(LOGGER_TYPE_TO_CLASS))
+    assert "mlflow" in valid and "dvclive" in valid
+    with pytest.raises(UserError) as e:
+        Tracker(tmp_path, total_steps=1, report_to=["tensorbord"])
+    assert str(e.value) == f"report_to: unknown tracker 'tensorbord'; valid: {valid}, none"
     # "none" and an empty list mean no tracker
     Tracker(tmp_path, total_steps=1, report_to=["none"]).close()
     Tracker(tmp_path, total_steps=1, report_to="none").close()
     Tracker(tmp_path, total_steps=1, report_to=[]).close()
-    # a missing package is a one-line UserError with the install command
+    # a package that fails to import is a one-line UserError with the install command
+    # (accelerate imports it as `from torch.utils import tensorboard`, hence the delattr)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.delattr(torch.utils, "tensorboard", raising=False)
     msg = "report_to: tensorboard needs the 'tensorboard' package: pip install tensorboard"
     with pytest.raises(UserError) as e:
         Tracker(tmp_path / "tb_run", total_steps=1, report_to=["tensorboard"])
     assert str(e.value) == msg
     assert not (tmp_path / "tb_run" / "metrics.jsonl").exists()
+
+
+def test_report_to_names_a_tracker_whose_package_is_missing(tmp_path):
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    missing = [n for n in sorted(LOGGER_TYPE_TO_CLASS) if not tracking_backends._installed(n)]
+    if not missing:
+        pytest.skip("every tracker accelerate knows is installed here")
+    name = missing[0]
+    msg = f"report_to: {name} needs the '{name}' package: pip install {name}"
+    with pytest.raises(UserError) as e:
+        normalize_report_to(["tensorboard", name.upper()])  # the recipe check sees it already
+    assert str(e.value) == msg
+    with pytest.raises(UserError, match=re.escape(msg)):
+        Tracker(tmp_path, total_steps=1, report_to=name)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+CONFIG = {"trainer": "grpo", "train": {"lr": 1e-5, "steps": 5, "bf16": False}, "reward_funcs": ["a", "b"]}
+FLAT = {
+    "trainer": "grpo",
+    "train.lr": 1e-5,
+    "train.steps": 5,
+    "train.bf16": False,
+    "reward_funcs": '["a", "b"]',
+}
+
+
+def _run_twice(run, report_to):
+    """Steps 1..5, killed, resumed from the step-3 checkpoint: steps 4..5 logged again (x10)."""
+    with Tracker(run, total_steps=5, report_to=report_to, config=CONFIG) as tr:
+        for step in range(1, 6):
+            tr.log(step, {"loss": float(step), "note": "text", "done": False})
+    with Tracker(run, total_steps=5, start_step=3, report_to=report_to, config=CONFIG) as tr:
+        for step in range(4, 6):
+            tr.log(step, {"loss": 10.0 * step})
+
+
+def test_tensorboard_scalars_config_and_resume_purge(tmp_path, plain):
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    _run_twice(run, ["tensorboard"])
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    # the resume dropped the killed run's steps 4..5, and kept the checkpoint's step 3
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1), (2, 2), (3, 3), (4, 40), (5, 50)]
+    assert events.Tags()["scalars"] == ["loss"] and events.Tags()["tensors"] == []  # numbers only
+    # the config, flattened, logged once as hparams (accelerate writes a copy as hparams.yml)
+    hparams = sorted((run / "tb").glob("*/hparams.yml"))
+    assert len(hparams) == 1
+    assert yaml.safe_load(hparams[0].read_text()) == FLAT
+
+
+def test_mlflow_file_store_one_run_across_resume(tmp_path, monkeypatch, plain):
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 wants a database otherwise
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    _run_twice(run, "mlflow")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("telos").experiment_id])
+    assert len(runs) == 1  # the resume reopened the saved run
+    (mlrun,) = runs
+    assert (run / "mlflow_run_id").read_text() == mlrun.info.run_id
+    assert mlrun.info.run_name == "run"
+    assert mlrun.data.params == {k: str(v) for k, v in FLAT.items()}  # MLflow stores params as text
+    assert mlrun.data.metrics == {"loss": 50.0}
+    # MLflow cannot delete logged points: steps 4..5 keep the killed run's values beside the new
+    history = client.get_metric_history(mlrun.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+        (4, 40),
+        (5, 5),
+        (5, 50),
+    ]
 
 
 def test_non_tty_output_is_sparse_and_readable(tmp_path, plain, capsys):
