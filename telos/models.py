@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 
 from telos.errors import UserError
+from telos.schema import number, text
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -22,22 +24,24 @@ SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
 class TinyModelConfig:
     """Shape of a locally built model (``model.name_or_path: tiny``)."""
 
-    arch: str = "qwen2"  # qwen2 | llama
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 384
-    vocab_size: int = 384
-    max_position_embeddings: int = 512
+    arch: Annotated[Literal["qwen2", "llama"], text("transformers architecture")] = "qwen2"
+    hidden_size: Annotated[int, number("width of the residual stream", ge=1)] = 128
+    num_layers: Annotated[int, number("decoder layers", ge=1)] = 4
+    num_heads: Annotated[int, number("attention heads (divides hidden_size)", ge=1)] = 4
+    num_kv_heads: Annotated[int, number("key/value heads (divides num_heads)", ge=1)] = 2
+    intermediate_size: Annotated[int, number("MLP width", ge=1)] = 384
+    vocab_size: Annotated[int, number("BPE vocabulary trained on the generated text", ge=1)] = 384
+    max_position_embeddings: Annotated[int, number("longest sequence, in tokens", ge=1)] = 512
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    r: Annotated[int, number("LoRA rank", ge=1)] = 16
+    alpha: Annotated[int, number("LoRA scale numerator (scale = alpha / r)", ge=1)] = 32
+    dropout: Annotated[float, number("dropout on the LoRA input", ge=0, lt=1)] = 0.0
+    target_modules: Annotated[list[str], text("module names that get adapters")] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
 
 
 def build_tokenizer(corpus: list[str], vocab_size: int, cross_spaces: bool = False):

@@ -21,8 +21,7 @@ from telos.errors import UserError
 from telos.plots import bar_chart
 from telos.tracking import progress
 from trainers.common.tiny import TinyTaskConfig, build_sft_model
-from trainers.rl.recipe import RECIPES
-from trainers.run import _check_semantics, _trainers
+from trainers.run import trainer_spec
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "math"
 
@@ -36,7 +35,8 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
     raw["output_dir"] = str(out / algo)
     raw["name"] = f"quickstart-{algo}"
     raw.setdefault("train", {})["seed"] = seed
-    recipe = from_dict(RECIPES[raw["trainer"]], raw)  # validated as written (tiny:arith) ...
+    spec = trainer_spec(raw["trainer"])
+    recipe = from_dict(spec.recipe, raw)  # validated as written (tiny:arith) ...
     # ... then pointed at the SFT model this quickstart is about to build
     recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
     if scale != 1.0:  # tests run the same pipeline smaller
@@ -48,7 +48,7 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
         if recipe.trainer == "oreal":  # keep at least one step in which the policy trains
             frozen = min(int(recipe.oreal.freeze_policy_steps * scale), recipe.train.steps - 1)
             recipe.oreal = replace(recipe.oreal, freeze_policy_steps=frozen)
-    _check_semantics(recipe)
+    spec.check(recipe)
     return recipe, raw
 
 
@@ -69,7 +69,7 @@ def quickstart_command(args: argparse.Namespace) -> int:
     # the run evaluates its starting (SFT) model and its final model on the same held-out
     # rows with the same greedy settings: the two accuracies compare like for like
     recipe.train = replace(recipe.train, eval_before_training=True)
-    rl_summary = _run_rl_one_thread(lambda: _trainers()[recipe.trainer](recipe, raw))
+    rl_summary = _run_rl_one_thread(lambda: trainer_spec(recipe.trainer).train(recipe, raw))
 
     summary = {
         "algo": args.algo,

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from telos.errors import UserError
+from telos.schema import flag, number, text
+from trainers.common.checks import about, check_run_options
+from trainers.common.fields import (
+    EvalEvery,
+    KeepLast,
+    LearningRate,
+    MaxGradNorm,
+    Resume,
+    RunName,
+    SaveEvery,
+    WeightDecay,
+)
 from trainers.common.recipe_data import is_recipe_data, parse_recipe_data
 
 # what `telos data crafter-play` writes; `facing` is optional (used as an input when present)
@@ -15,46 +27,59 @@ PLAY_ARRAYS = ("views", "inventory", "actions", "commanded", "noise", "events", 
 
 @dataclass
 class GCBCDataSection:
-    # not a path_field: a missing file should say how to make it, which check_gcbc does;
-    # tiny-data:crafter-play/play.npz is built on first use by `telos train` (trainers/common/recipe_data.py)
-    path: str = "runs/crafter-play/play.npz"
-    horizon: int = 32  # a step is labelled with the first subgoal reached within this many steps
-    val_fraction: float = 0.1  # of episodes, held out whole (steps of one episode are correlated)
-    commanded_fallback: bool = True  # label unreached stretches with the scripted controller's goal
+    # not a local_path: a missing file should say how to make it, which check_gcbc does
+    path: Annotated[
+        str, text("play data (.npz from `telos data crafter-play`, or tiny-data:crafter-play/play.npz)")
+    ] = "runs/crafter-play/play.npz"
+    horizon: Annotated[
+        int, number("a step is labelled with the first subgoal reached within N steps", ge=1)
+    ] = 32
+    val_fraction: Annotated[
+        float, number("episodes held out whole (steps of one episode are correlated)", gt=0, lt=1)
+    ] = 0.1
+    commanded_fallback: Annotated[
+        bool, flag("label unreached stretches with the scripted controller's goal")
+    ] = True
 
 
 @dataclass
 class GCBCModelSection:
-    embed_dim: int = 16
-    channels: int = 32
-    hidden: int = 128
-    goal_dim: int = 32
-    inventory_dim: int = 64
+    embed_dim: Annotated[int, number("embedding width of a view cell", ge=1)] = 16
+    channels: Annotated[int, number("conv channels (the 1×1 conv halves them)", ge=2)] = 32
+    hidden: Annotated[int, number("MLP width", ge=1)] = 128
+    goal_dim: Annotated[int, number("goal embedding width", ge=1)] = 32
+    inventory_dim: Annotated[int, number("inventory embedding width", ge=1)] = 64
 
 
 @dataclass
 class GCBCTrainSection:
-    steps: int = 3000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    max_grad_norm: float = 1.0
-    save_every: int = 500
-    keep_last: int = 2
-    eval_every: int = 500  # 0 = only at the end
+    steps: Annotated[int, number("optimizer steps", ge=1)] = 3000
+    batch_size: Annotated[int, number("steps of play per batch", ge=1)] = 256
+    lr: LearningRate = 1e-3
+    weight_decay: WeightDecay = 1e-4
+    max_grad_norm: MaxGradNorm = 1.0
+    save_every: SaveEvery = 500
+    keep_last: KeepLast = 2
+    eval_every: EvalEvery = 500
 
 
 @dataclass
 class GCBCRecipe:
     trainer: Literal["gcbc"]
-    run_dir: str = "runs/gcbc-crafter"
-    name: str = "gcbc"
-    seed: int = 0
-    data: GCBCDataSection = field(default_factory=GCBCDataSection)
-    model: GCBCModelSection = field(default_factory=GCBCModelSection)
-    train: GCBCTrainSection = field(default_factory=GCBCTrainSection)
-    report_to: list[str] = field(default_factory=list)
-    resume: str | None = None  # "latest" or a checkpoint directory
+    run_dir: Annotated[str, text("run directory")] = "runs/gcbc-crafter"
+    name: RunName = "gcbc"
+    seed: Annotated[int, number("seeds init and batch order", ge=0)] = 0
+    data: Annotated[GCBCDataSection, text("play data and its hindsight labels")] = field(
+        default_factory=GCBCDataSection
+    )
+    model: Annotated[GCBCModelSection, text("the conv policy's shape")] = field(
+        default_factory=GCBCModelSection
+    )
+    train: Annotated[GCBCTrainSection, text("optimization")] = field(default_factory=GCBCTrainSection)
+    report_to: Annotated[list[str], text("trackers (any accelerate knows), or none")] = field(
+        default_factory=list
+    )
+    resume: Resume = None
 
 
 def play_data_hint(path: str) -> str:
@@ -62,42 +87,13 @@ def play_data_hint(path: str) -> str:
 
 
 def check_gcbc(recipe: GCBCRecipe) -> None:
-    """Checks a type system cannot express, made before any data is loaded."""
-    # lazy: trainers.run imports trainers.rl.recipe, which imports this module
-    from telos.checkpoint import resolve_resume
-    from telos.tracking import normalize_report_to
-    from trainers.run import _about, _at_least
-
-    d, m, t = recipe.data, recipe.model, recipe.train
-    positive = {
-        "data.horizon": d.horizon,
-        "model.embed_dim": m.embed_dim,
-        "model.hidden": m.hidden,
-        "model.goal_dim": m.goal_dim,
-        "model.inventory_dim": m.inventory_dim,
-        "train.steps": t.steps,
-        "train.batch_size": t.batch_size,
-        "train.save_every": t.save_every,
-        "train.keep_last": t.keep_last,
-    }
-    _at_least(positive, 1)
-    _at_least({"model.channels": m.channels}, 2)  # the 1×1 conv halves it
-    _at_least({"train.eval_every": t.eval_every, "train.weight_decay": t.weight_decay}, 0)
-    if not t.lr > 0:
-        raise UserError(f"'train.lr' must be > 0, got {t.lr}")
-    if not t.max_grad_norm > 0:
-        raise UserError(f"'train.max_grad_norm' must be > 0, got {t.max_grad_norm}")
-    if not 0.0 < d.val_fraction < 1.0:
-        raise UserError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
-    with _about("data.path"):
-        if is_recipe_data(d.path):
-            parse_recipe_data(d.path)  # the name only: the data is built at train time
+    """The play data exists (or is a known tiny-data build); trackers and resume as every trainer."""
+    with about("data.path"):
+        if is_recipe_data(recipe.data.path):
+            parse_recipe_data(recipe.data.path)  # the name only: the data is built at train time
         else:
-            check_play_file(d.path)
-    with _about("report_to"):
-        normalize_report_to(recipe.report_to)
-    with _about("resume"):
-        resolve_resume(recipe.resume, Path(recipe.run_dir))
+            check_play_file(recipe.data.path)
+    check_run_options(recipe)
 
 
 def check_play_file(path: str) -> None:

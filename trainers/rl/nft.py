@@ -22,12 +22,13 @@ At R = 1 (one optimizer step per rollout) the gradients are exactly those of the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
 
 from telos.errors import UserError
+from telos.schema import number, number_as_text, text
 from trainers.rl.losses import LossBatch, register_loss
 
 OMEGAS = ("1-p", "sqrt", "1")
@@ -38,30 +39,37 @@ LEVELS = ("token", "sequence")
 class NFTConfig:
     """Hyper-parameters of the NFT loss (defaults: the official NVlabs/NFT recipe)."""
 
-    omega: Literal["1-p", "sqrt", "1"] = "1-p"  # prompt weight ω(q): 1−p̂, sqrt((1−p̂)/p̂) or 1
-    neg_weight: float = 1.0  # scales the wrong-answer term; 0 gives rejection-sampling FT (RFT)
-    normalizer: float = 1000.0  # constant divisor of the summed loss (official: 1000)
-    level: Literal["token", "sequence"] = "token"  # one ratio per token, or one per sequence
-    p_clamp: tuple[float, float] = (0.02, 0.98)  # p̂ = clamp(p, lo, hi)
-    # Cap on the *log*-ratio before exp (official: ``clamp(max=10.0)``), so R ≤ e^10; the
-    # gradient through a capped Δ is 0, as in the official code.
-    ratio_cap: float = 10.0
+    omega: Annotated[
+        Literal["1-p", "sqrt", "1"], text("prompt weight ω(q): 1−p̂, sqrt((1−p̂)/p̂) or 1"), number_as_text
+    ] = "1-p"
+    neg_weight: Annotated[
+        float, number("scales the wrong-answer term; 0 gives rejection-sampling FT (RFT)", ge=0)
+    ] = 1.0
+    normalizer: Annotated[float, number("constant divisor of the summed loss (official: 1000)", gt=0)] = (
+        1000.0
+    )
+    level: Annotated[
+        Literal["token", "sequence"], text("one likelihood ratio per token, or per sequence")
+    ] = "token"
+    p_clamp: Annotated[
+        tuple[float, float], text("p̂ = clamp(p, lo, hi): two numbers [lo, hi], 0 < lo <= hi < 1")
+    ] = (0.02, 0.98)
+    # official: ``clamp(max=10.0)`` on the log-ratio, so R ≤ e^10; the gradient through a capped Δ is 0
+    ratio_cap: Annotated[float, number("cap on the log-ratio before exp", gt=0)] = 10.0
 
     def __post_init__(self) -> None:
+        # a recipe is checked by its schema; these also guard a config built in code
         if self.omega not in OMEGAS:
             raise UserError(f"nft omega {self.omega!r} is not valid; valid: {', '.join(OMEGAS)}")
         if self.level not in LEVELS:
             raise UserError(f"nft level {self.level!r} is not valid; valid: {', '.join(LEVELS)}")
-        # the recipe loader does not type-check tuples: a YAML list arrives as a list
-        try:
+        try:  # a list (from code) becomes the tuple the loss expects
             lo, hi = (float(v) for v in self.p_clamp)
         except (TypeError, ValueError):
             raise UserError(f"nft p_clamp must be two numbers [lo, hi], got {self.p_clamp!r}") from None
         self.p_clamp = (lo, hi)
         if not 0.0 < lo <= hi < 1.0:
             raise UserError(f"nft p_clamp must satisfy 0 < lo <= hi < 1, got {self.p_clamp}")
-        if self.normalizer <= 0:
-            raise UserError(f"nft normalizer must be > 0, got {self.normalizer}")
 
 
 @dataclass

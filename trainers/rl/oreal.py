@@ -16,10 +16,12 @@ optimizer step. w⁺/w⁻ are the token-level reward model's weights (rewards/to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
+from telos.schema import number
 from trainers.rl.advantages import ADVANTAGES
 from trainers.rl.losses import LossBatch, register_loss
 
@@ -28,10 +30,18 @@ from trainers.rl.losses import LossBatch, register_loss
 class OREALConfig:
     """Hyper-parameters of the OREAL loss (defaults: InternLM/OREAL's 7B config)."""
 
-    pos_weight: float = 1.0  # positive_loss_factor: weight of the behaviour-cloning term
-    neg_weight: float = 0.5  # negative_loss_factor: weight of the wrong-answer REINFORCE term
-    beta: float = 0.01  # kl_coef of the k3 term against the reference (needs ref_logps when > 0)
-    freeze_policy_steps: int = 10  # first steps train only the token RM (read by the loop)
+    pos_weight: Annotated[
+        float, number("positive_loss_factor: weight of the behaviour-cloning term", ge=0)
+    ] = 1.0
+    neg_weight: Annotated[
+        float, number("negative_loss_factor: weight of the wrong-answer REINFORCE term", ge=0)
+    ] = 0.5
+    beta: Annotated[float, number("kl_coef of the k3 term against the reference (0: no reference)", ge=0)] = (
+        0.01
+    )
+    freeze_policy_steps: Annotated[
+        int, number("first steps train only the token RM (< train.steps)", ge=0)
+    ] = 10
 
 
 @dataclass

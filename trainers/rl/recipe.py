@@ -1,22 +1,34 @@
-"""The recipe schema shared by every trainer: one YAML file = one run.
+"""The RL recipes (``trainer: grpo | nft | oreal``): one YAML file = one run.
 
 Sections map to dataclasses; an algorithm adds its own section (``grpo:``, ``nft:``,
 ``oreal:``) and everything else (model, data, rewards, engine, sampling, train, logging) is
-shared: switching algorithm means changing ``trainer:`` and that one section.
+shared: switching algorithm means changing ``trainer:`` and that one section. Every field
+declares its type, range and meaning beside it (``telos.schema``); ``telos recipe schema grpo``
+prints them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from telos.config import choices_field, path_field
-from trainers.agents.gcbc_recipe import GCBCRecipe
-from trainers.agents.planner_sft_recipe import PlannerSFTRecipe
+from telos.schema import flag, local_path, number, one_of, text
+from trainers.common.fields import (
+    EvalEvery,
+    KeepLast,
+    LearningRate,
+    LrScheduler,
+    MaxGradNorm,
+    OutputDir,
+    Resume,
+    RunName,
+    SaveEvery,
+    WarmupSteps,
+    WeightDecay,
+)
 from trainers.common.model_section import ModelSection
 from trainers.rl.nft import NFTConfig
 from trainers.rl.oreal import OREALConfig
-from trainers.rm.recipe import RMRecipe
 
 
 def _loss_names() -> list[str]:
@@ -27,18 +39,22 @@ def _loss_names() -> list[str]:
 
 @dataclass
 class DataSection:
-    train: str = path_field(kind="data")  # procedural:arith, file.jsonl, hf:openai/gsm8k:main
-    test: str | None = path_field(None, kind="data")
-    template: str = "plain"  # prompt template name or a string containing {prompt}
-    chat: bool = False  # wrap prompts with the tokenizer's chat template
-    num_train: int | None = None
-    num_test: int = 200
+    train: Annotated[
+        str, text("problems: procedural:arith, file.jsonl, hf:openai/gsm8k:main@train"), local_path("data")
+    ]
+    test: Annotated[
+        str | None, text("held-out problems for greedy eval (same forms)"), local_path("data")
+    ] = None
+    template: Annotated[str, text("prompt template name, or a string containing {prompt}")] = "plain"
+    chat: Annotated[bool, flag("wrap prompts with the tokenizer's chat template")] = False
+    num_train: Annotated[int | None, number("use the first N training problems (null: all)", ge=1)] = None
+    num_test: Annotated[int, number("held-out problems evaluated", ge=0)] = 200
 
 
 @dataclass
 class RewardSpec:
-    name: str = "accuracy"  # registered name or "module:function"
-    weight: float = 1.0
+    name: Annotated[str, text("registered reward name or module:function")] = "accuracy"
+    weight: Annotated[float, number("weight in the summed reward", ge=0)] = 1.0
 
 
 @dataclass
@@ -47,20 +63,25 @@ class EngineSection:
     an in-process engine (``colocated``) or ``telos rollout-server`` at ``url`` (``server``),
     both given the trainer's weights after every optimizer step."""
 
-    backend: Literal["hf", "vllm"] = "hf"
-    mode: Literal["colocated", "server"] = "colocated"
-    max_batch_size: int = 512
-    url: str | None = None  # server mode: http://host:port of `telos rollout-server`
-    # vLLM's memory share: of GPU memory, or of system RAM on a CPU build (its KV cache lives there)
-    gpu_memory_utilization: float = 0.3
-    kv_cache_gb: float | None = None  # vLLM KV cache size; default: 1 GiB on CPU, the share above on GPU
-    sleep: bool = False  # colocated vLLM on GPU: release its memory while the trainer trains
-    max_model_len: int | None = None  # default: the model's max_position_embeddings
-    # sampler/trainer mismatch weight (trainers/rl/correction.py); auto = sequence_mask for vllm, none for hf
-    correction: Literal[
-        "auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
+    backend: Annotated[Literal["hf", "vllm"], text("generation backend")] = "hf"
+    mode: Annotated[Literal["colocated", "server"], text("vllm in this process, or a rollout server")] = (
+        "colocated"
+    )
+    max_batch_size: Annotated[int, number("sequences generated at once", ge=1)] = 512
+    url: Annotated[str | None, text("server mode: http://host:port of `telos rollout-server`")] = None
+    gpu_memory_utilization: Annotated[
+        float, number("vLLM's memory share: of GPU memory, or of RAM on a CPU build", gt=0, le=1)
+    ] = 0.3
+    kv_cache_gb: Annotated[
+        float | None, number("vLLM KV cache size (default: 1 GiB on CPU, the share above on GPU)", gt=0)
+    ] = None
+    sleep: Annotated[bool, flag("colocated vLLM on GPU: release its memory while the trainer trains")] = False
+    max_model_len: Annotated[int | None, number("default: the model's max_position_embeddings", ge=1)] = None
+    correction: Annotated[
+        Literal["auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
+        text("sampler/trainer mismatch weight; auto = sequence_mask for vllm, none for hf"),
     ] = "auto"
-    correction_cap: float = 3.0
+    correction_cap: Annotated[float, number("cap C of the mismatch importance weight", gt=0)] = 3.0
 
     def correction_mode(self) -> str:
         if self.correction != "auto":
@@ -70,86 +91,107 @@ class EngineSection:
 
 @dataclass
 class SamplingSection:
-    num_generations: int = 8  # G, answers per prompt
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_tokens: int = 256
-    stop: list[str] = field(default_factory=list)
+    num_generations: Annotated[
+        int, number("G, answers per prompt (group advantages need at least two)", ge=2)
+    ] = 8
+    temperature: Annotated[float, number("sampling temperature (0: greedy)", ge=0)] = 1.0
+    top_p: Annotated[float, number("nucleus sampling mass", gt=0, le=1)] = 1.0
+    top_k: Annotated[int, number("sample among the k likeliest tokens (0: all)", ge=0)] = 0
+    max_tokens: Annotated[int, number("completion length cap, in tokens", ge=1)] = 256
+    stop: Annotated[list[str], text("strings that end a completion")] = field(default_factory=list)
 
 
 @dataclass
-class GRPOSection:
-    loss_type: str = choices_field("dapo", _loss_names)
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    advantage: Literal["grpo", "rloo"] = "grpo"
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    beta: float = 0.0  # k3 KL to a frozen reference; 0 = no reference model loaded
-    num_iterations: int = 1  # μ: optimizer passes over each rollout batch
-    mini_batches: int = 1  # optimizer steps per pass: the rollout batch is split into this many
-    dynamic_sampling: bool = True  # drop zero-variance groups and sample more prompts
-    max_resample_rounds: int = 3
+class RolloutReuse:
+    """How a rollout batch is consumed; several optimizer steps per rollout are where the
+    likelihood ratio departs from 1 (and NFT differs from Dr. GRPO)."""
+
+    num_iterations: Annotated[int, number("μ: optimizer passes over each rollout batch", ge=1)] = 1
+    mini_batches: Annotated[int, number("optimizer steps per pass (the batch is split)", ge=1)] = 1
 
 
 @dataclass
-class NFTSection(NFTConfig):
-    """NFT's loss settings (``NFTConfig``) plus how the rollout batch is consumed. Several
-    optimizer steps per rollout (``mini_batches`` > 1 or ``num_iterations`` > 1) are where the
-    likelihood ratio R departs from 1 and NFT differs from Dr. GRPO."""
-
-    num_iterations: int = 1  # passes over each rollout batch
-    mini_batches: int = 1  # optimizer steps per pass (official NFT: 16 = 512 prompts / 32)
-    dynamic_sampling: bool = True  # refill the batch after dropping all-correct/all-wrong groups
-    max_resample_rounds: int = 3
+class GroupFilter:
+    dynamic_sampling: Annotated[
+        bool, flag("drop all-correct/all-wrong groups and sample more prompts to refill the batch")
+    ] = True
+    max_resample_rounds: Annotated[int, number("refill rounds per step at most", ge=0)] = 3
 
 
 @dataclass
-class OREALSection(OREALConfig):
+class GRPOSection(RolloutReuse, GroupFilter):
+    loss_type: Annotated[str, text("policy loss (a registered name)"), one_of(_loss_names)] = "dapo"
+    scale_rewards: Annotated[Literal["group", "batch", "none"], text("advantage divided by this std")] = (
+        "group"
+    )
+    advantage: Annotated[Literal["grpo", "rloo"], text("group baseline: mean, or leave-one-out mean")] = (
+        "grpo"
+    )
+    epsilon: Annotated[float, number("PPO clip ε (low side)", gt=0)] = 0.2
+    epsilon_high: Annotated[float | None, number("PPO clip high side (DAPO clip-higher; null: ε)", gt=0)] = (
+        None
+    )
+    beta: Annotated[float, number("k3 KL to a frozen reference; 0 = no reference model loaded", ge=0)] = 0.0
+
+
+@dataclass
+class NFTSection(NFTConfig, RolloutReuse, GroupFilter):
+    """NFT's loss settings (``NFTConfig``) plus how the rollout batch is consumed (official
+    NFT: 16 mini-batches = 512 prompts / 32)."""
+
+
+@dataclass
+class OREALSection(OREALConfig, GroupFilter):
     """OREAL's loss settings (``OREALConfig``) plus the token-level reward model's. One
     optimizer step per rollout batch (on-policy), so no iteration settings."""
 
-    token_rm: bool = True  # false: every token weight is 1
-    rm_lr: float = 2e-6  # the token RM's own AdamW learning rate (official 7B: 2e-6 vs policy 5e-7)
-    rm_weight_decay: float = 0.0
-    dynamic_sampling: bool = True  # refill the batch after dropping all-correct/all-wrong groups
-    max_resample_rounds: int = 3
-    pair_seed: int = 0  # seeds which correct/wrong answer of a group is trained
+    token_rm: Annotated[bool, flag("train the token-level RM (false: every token weight is 1)")] = True
+    rm_lr: Annotated[float, number("the token RM's AdamW lr (official 7B: 2e-6 vs policy 5e-7)", ge=0)] = 2e-6
+    rm_weight_decay: Annotated[float, number("the token RM's weight decay", ge=0)] = 0.0
+    pair_seed: Annotated[int, number("seeds which correct/wrong answer of a group is trained", ge=0)] = 0
 
 
 @dataclass
 class TrainSection:
-    steps: int = 100  # optimizer-step horizon (also the lr schedule's length)
-    max_generated_tokens: int = 0  # stop once this many completion tokens were sampled; 0 = no cap
-    prompts_per_step: int = 16  # across all processes
-    micro_batch_size: int = 64  # sequences per forward/backward
-    lr: float = 1e-6
-    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = 50
-    keep_last: int = 2
-    eval_every: int = 0  # 0 = only at the end
-    eval_before_training: bool = False  # greedy eval of the starting model, logged at step 0
+    steps: Annotated[int, number("optimizer-step horizon (also the lr schedule's length)", ge=1)] = 100
+    max_generated_tokens: Annotated[
+        int, number("stop once this many completion tokens were sampled; 0 = no cap", ge=0)
+    ] = 0
+    prompts_per_step: Annotated[int, number("prompts per step, across all processes", ge=1)] = 16
+    micro_batch_size: Annotated[int, number("sequences per forward/backward", ge=1)] = 64
+    lr: LearningRate = 1e-6
+    lr_scheduler: LrScheduler = "constant"
+    warmup_steps: WarmupSteps = 0
+    weight_decay: WeightDecay = 0.0
+    max_grad_norm: MaxGradNorm = 1.0
+    seed: Annotated[int, number("seeds prompt order, sampling and init", ge=0)] = 0
+    save_every: SaveEvery = 50
+    keep_last: KeepLast = 2
+    eval_every: EvalEvery = 0
+    eval_before_training: Annotated[bool, flag("greedy eval of the starting model, logged at step 0")] = False
 
 
 @dataclass
 class RLRecipe:
     """The sections every RL trainer shares; ``GRPORecipe`` etc. add their own."""
 
-    trainer: str
-    model: ModelSection
-    data: DataSection
-    name: str = "run"
-    output_dir: str | None = None  # default runs/<name>
-    resume: str | None = None  # "latest" or a checkpoint directory
-    report_to: list[str] = field(default_factory=list)
-    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec()])
-    engine: EngineSection = field(default_factory=EngineSection)
-    sampling: SamplingSection = field(default_factory=SamplingSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    trainer: Annotated[str, text("which trainer runs the recipe")]
+    model: Annotated[ModelSection, text("the policy")]
+    data: Annotated[DataSection, text("training and held-out problems")]
+    name: RunName = "run"
+    output_dir: OutputDir = None
+    resume: Resume = None
+    report_to: Annotated[list[str], text("trackers (any accelerate knows), or none")] = field(
+        default_factory=list
+    )
+    rewards: Annotated[list[RewardSpec], text("reward functions, summed with their weights")] = field(
+        default_factory=lambda: [RewardSpec()]
+    )
+    engine: Annotated[EngineSection, text("where rollouts come from")] = field(default_factory=EngineSection)
+    sampling: Annotated[SamplingSection, text("how answers are sampled")] = field(
+        default_factory=SamplingSection
+    )
+    train: Annotated[TrainSection, text("optimization")] = field(default_factory=TrainSection)
 
     @property
     def run_dir(self) -> str:
@@ -159,26 +201,21 @@ class RLRecipe:
 @dataclass
 class GRPORecipe(RLRecipe):
     trainer: Literal["grpo"]
-    grpo: GRPOSection = field(default_factory=GRPOSection)
+    grpo: Annotated[GRPOSection, text("GRPO-family loss and advantage")] = field(default_factory=GRPOSection)
 
 
 @dataclass
 class NFTRecipe(RLRecipe):
     trainer: Literal["nft"]
-    nft: NFTSection = field(default_factory=NFTSection)
+    nft: Annotated[NFTSection, text("NFT loss and rollout reuse")] = field(default_factory=NFTSection)
 
 
 @dataclass
 class OREALRecipe(RLRecipe):
     trainer: Literal["oreal"]
-    oreal: OREALSection = field(default_factory=OREALSection)
+    oreal: Annotated[OREALSection, text("OREAL loss and token-level RM")] = field(
+        default_factory=OREALSection
+    )
 
 
-RECIPES: dict[str, type] = {
-    "grpo": GRPORecipe,
-    "nft": NFTRecipe,
-    "oreal": OREALRecipe,
-    "rm": RMRecipe,
-    "gcbc": GCBCRecipe,
-    "planner_sft": PlannerSFTRecipe,
-}
+RECIPES: dict[str, type[RLRecipe]] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe}

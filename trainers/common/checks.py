@@ -1,0 +1,44 @@
+"""Semantic recipe checks every trainer shares (ranges and types are the schema's job)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from telos.checkpoint import resolve_resume
+from telos.errors import UserError
+from telos.tracking import normalize_report_to
+from trainers.common.tiny import TINY_TASKS
+
+
+@contextlib.contextmanager
+def about(key: str) -> Iterator[None]:
+    """Prefix a UserError raised inside with the recipe key it concerns."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"'{key}': {e}") from None
+
+
+def check_run_options(recipe) -> None:
+    """``report_to`` names installed trackers; ``resume`` names a checkpoint that exists."""
+    with about("report_to"):
+        normalize_report_to(recipe.report_to)
+    with about("resume"):
+        resolve_resume(recipe.resume, Path(recipe.run_dir))
+
+
+def check_tiny_model_name(name: str) -> None:
+    if name.startswith("tiny:"):
+        task = name.split(":", 1)[1]
+        if task not in TINY_TASKS:
+            raise UserError(
+                f"'model.name_or_path' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
+            )
+
+
+def check_common(recipe) -> None:
+    """Model, tracker and resume checks of every trainer that fine-tunes a causal LM."""
+    check_tiny_model_name(recipe.model.name_or_path)
+    check_run_options(recipe)
