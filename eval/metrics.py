@@ -34,8 +34,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def _vote_key(answer: str) -> str:
-    # "3", "3.0" and "3.00" are one vote; non-numbers (LaTeX, words) vote as their cleaned text.
+def vote_key(answer: str) -> str:
+    """The ballot an answer casts: "3", "3.0" and "3.00" are one vote; non-numbers (LaTeX,
+    words) vote as their cleaned text."""
     return normalize_number(answer) or answer.strip()
 
 
@@ -54,7 +55,7 @@ def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> boo
     for i, a in enumerate(answers):
         if a is None:
             continue
-        key = _vote_key(a)
+        key = vote_key(a)
         if not key:
             continue
         counts[key] = counts.get(key, 0) + 1

@@ -176,7 +176,7 @@ def report_markdown(summary: dict) -> str:
 @never_raises()
 def success_plot(summary: dict, path: Path) -> Path:
     """Success rate per task with its 95 % Wilson interval as the error bar."""
-    from telos.plots import _figure, save_figure
+    from telos.plots import new_figure, save_figure
 
     names = list(summary["tasks"])
     v = [summary["tasks"][n] for n in names]
@@ -184,7 +184,7 @@ def success_plot(summary: dict, path: Path) -> Path:
     # matplotlib rejects a negative error; a bound a rounding error inside the rate is 0
     lo = np.clip(rates - np.array([x["ci95"][0] for x in v], dtype=float), 0.0, None)
     hi = np.clip(np.array([x["ci95"][1] for x in v], dtype=float) - rates, 0.0, None)
-    fig = _figure(figsize=(max(6.0, 0.7 * len(names) + 2), 4.4))
+    fig = new_figure(figsize=(max(6.0, 0.7 * len(names) + 2), 4.4))
     ax = fig.add_subplot()
     colors = [f"C{x['tier'] % 10}" for x in v]
     # lists, not a (2, N) array: with one bar matplotlib turns that array into a scalar (a

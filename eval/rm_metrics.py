@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from eval.metrics import _vote_key, majority_vote
+from eval.metrics import majority_vote, vote_key
 from rewards.rm_losses import hard_step_label
 from telos.errors import UserError
 from telos.stats import auroc
@@ -133,7 +133,7 @@ def _paper_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
     wrong: dict[str | None, int] = {}
     for a, c in zip(answers, correct, strict=True):
         if not c:
-            key = None if a is None else _vote_key(a)
+            key = None if a is None else vote_key(a)
             wrong[key] = wrong.get(key, 0) + 1
     if not wrong:
         return True  # the paper counts a question with only correct (or no) voters as right
@@ -147,7 +147,7 @@ def _strict_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool
     counts: dict[str, int] = {}
     first: dict[str, int] = {}
     for i, a in enumerate(answers):
-        key = None if a is None else _vote_key(a)
+        key = None if a is None else vote_key(a)
         if not key:
             continue
         counts[key] = counts.get(key, 0) + 1
@@ -300,7 +300,7 @@ def weighted_vote(answers: Sequence[str | None], scores: Sequence[float], correc
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, a in enumerate(answers):
-        key = None if a is None else _vote_key(a)
+        key = None if a is None else vote_key(a)
         if not key:
             continue
         weight[key] = weight.get(key, 0.0) + float(scores[i])

@@ -52,7 +52,8 @@ def save_figure(fig, path: Path) -> Path:
     return Path(path)
 
 
-def _figure(figsize=(7.0, 4.2)):
+def new_figure(figsize=(7.0, 4.2)):
+    """A figure on the Agg canvas, not pyplot: no global state, safe in worker threads."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -111,7 +112,7 @@ def plot_metrics(metrics: Sequence[dict], out_dir: Path, groups: dict[str, list[
         series = [(k, xs, ys) for k, xs, ys in series if xs]
         if not series:
             continue
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         for i, (key, xs, ys) in enumerate(series):
             color = f"C{i % 10}"
@@ -136,7 +137,7 @@ def bar_chart(values: dict[str, float], path: Path, title: str, ylabel: str) -> 
     path = Path(path)
     names = list(values)
     heights = [float(values[n]) for n in names]
-    fig = _figure(figsize=(max(5.0, 0.6 * len(names) + 2.0), 4.2))
+    fig = new_figure(figsize=(max(5.0, 0.6 * len(names) + 2.0), 4.2))
     ax = fig.add_subplot()
     bars = ax.bar(range(len(names)), heights, color="C0")
     ax.bar_label(bars, labels=[f"{h:.3g}" for h in heights], fontsize="small", padding=2)
@@ -161,7 +162,7 @@ def line_chart(
 ) -> Path:
     """One line per named (xs, ys) series, written to ``path`` as PNG."""
     path = Path(path)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", markersize=3, label=name)
