@@ -308,6 +308,8 @@ def describe(cls: type, prefix: str = "", defaults: dict | None = None) -> list[
         item = typing.get_args(bare)[0] if typing.get_origin(bare) is list else None
         default = (defaults or {}).get(f.name, _default(f))
         if dataclasses.is_dataclass(bare):
+            if bare is not tp and default is None:  # an optional section, off by default
+                out.append(FieldDoc(key, "section or null", None, {}, info.description if info else "", None))
             out += describe(bare, f"{key}.", default if isinstance(default, dict) else None)
             continue
         if item is not None and dataclasses.is_dataclass(_bare(item)):
