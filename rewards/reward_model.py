@@ -36,8 +36,10 @@ def load_head_model(name_or_path: str, kind: str, num_labels: int = 1, dtype: st
     from transformers.utils import logging as hf_logging
 
     from telos.models import DTYPES, quiet_transformers
+    from telos.pretrained import resolve_model
 
     quiet_transformers()
+    name_or_path = resolve_model(name_or_path)
     cls = AutoModelForTokenClassification if kind == "prm" else AutoModelForSequenceClassification
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point, not a warning

@@ -313,6 +313,7 @@ def rollout_server_command(args) -> None:
     import uvicorn
 
     from rollout.vllm import VLLMRunner, require_vllm
+    from telos.pretrained import resolve_model
 
     require_vllm()
     check_model_path(args.model)
@@ -329,10 +330,11 @@ def rollout_server_command(args) -> None:
         max_n=args.max_n,
         max_tokens=args.max_tokens,
     )
-    spec = expected_weights(args.model)
+    model = resolve_model(args.model)  # a packaged model's converted directory
+    spec = expected_weights(model)
 
     runner = VLLMRunner(
-        args.model,
+        model,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization,
@@ -340,5 +342,5 @@ def rollout_server_command(args) -> None:
         seed=args.seed,
     )
     print(f"telos rollout-server: {args.model} on http://{args.host}:{args.port}", flush=True)
-    app = build_app(runner, args.model, weight_spec=spec, api_key=api_key, limits=limits)
+    app = build_app(runner, model, weight_spec=spec, api_key=api_key, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -34,9 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    q = sub.add_parser("quickstart", help="tiny model: SFT warm-up, then RL, on arithmetic problems")
+    q = sub.add_parser("quickstart", help="SFT warm-up (tiny model) or a real model, then RL, on arithmetic")
     q.add_argument("--out", default="runs/quickstart", help="output directory (default: runs/quickstart)")
     q.add_argument("--algo", default="grpo", help="RL algorithm: grpo, nft or oreal (default: grpo)")
+    q.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny (built here, default) or smollm2 (SmolLM2-135M-Instruct, offline: make install has it)",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--scale", type=float, default=1.0, help="shrink steps/problems (tests use < 1)")
 

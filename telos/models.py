@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import torch
 
 from telos.errors import UserError
+from telos.pretrained import PACKAGED_MODELS, is_packaged, resolve_model
 from telos.schema import number, text
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,8 +115,11 @@ def _is_local(name_or_path: str) -> bool:
 
 
 def check_model_path(name_or_path: str) -> None:
-    """A local-looking path must exist and hold a model config; hub ids pass (checked on load)."""
-    if _is_local(name_or_path):
+    """A local-looking path must exist and hold a model config; a packaged model's package must
+    be installed (it is converted on first load, not here); hub ids pass (checked on load)."""
+    if is_packaged(name_or_path):
+        PACKAGED_MODELS.get(name_or_path).gguf_path(name_or_path)
+    elif _is_local(name_or_path):
         p = Path(name_or_path).expanduser()
         if not p.exists():
             raise UserError(f"model path not found: {name_or_path}")
@@ -137,6 +141,7 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     check_model_path(name_or_path)
+    name_or_path = resolve_model(name_or_path)
     config = Path(name_or_path).expanduser() / "tokenizer_config.json"
     generic = False
     if _is_local(name_or_path) and config.is_file():
@@ -149,10 +154,11 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_model(name_or_path: str, dtype: str = "float32", lora: LoraConfig | None = None):
-    """Load a causal LM (local dir or hub id); wrap it with a LoRA adapter when asked."""
+    """Load a causal LM (local dir, hub id or packaged model); wrap it with a LoRA adapter when asked."""
     from transformers import AutoModelForCausalLM
 
     check_model_path(name_or_path)
+    name_or_path = resolve_model(name_or_path)
     quiet_transformers()
     if dtype not in DTYPES:
         raise UserError(f"model.dtype {dtype!r} is not valid; valid: {', '.join(DTYPES)}")

@@ -37,6 +37,14 @@ from telos.errors import UserError
             "reasoning-gym:chain_sum?size=20&seed=3",
             DataSpec("reasoning-gym", "chain_sum", params={"size": 20, "seed": 3}),
         ),
+        (  # booleans are booleans ("false" would be truthy); %2B is a literal "+"
+            "reasoning-gym:basic_arithmetic?allow_negation=false&allow_parentheses=True&operators=%2B-",
+            DataSpec(
+                "reasoning-gym",
+                "basic_arithmetic",
+                params={"allow_negation": False, "allow_parentheses": True, "operators": "+-"},
+            ),
+        ),
         ("data/train.jsonl", DataSpec("file", "data/train.jsonl")),
         ("/abs/path/rows.JSON", DataSpec("file", "/abs/path/rows.JSON")),
         ("rows.parquet", DataSpec("file", "rows.parquet")),

@@ -19,6 +19,7 @@ from telos.checkpoint import write_json_atomically
 from telos.config import from_dict, load_yaml
 from telos.errors import UserError
 from telos.plots import bar_chart
+from telos.pretrained import resolve_model
 from telos.tracking import progress
 from trainers.common.tiny import TinyTaskConfig, build_sft_model
 from trainers.run import trainer_spec
@@ -26,10 +27,17 @@ from trainers.run import trainer_spec
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "math"
 
 
-def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
-    path = RECIPE_DIR / f"{algo}_tiny.yaml"
+# --model → the recipes' suffix: the tiny model is built and SFT-warmed here; SmolLM2 is a real
+# pretrained instruct model (telos.pretrained) trained as it is
+MODELS = ("tiny", "smollm2")
+
+
+def quickstart_recipe(algo: str, out: Path, scale: float, seed: int, model: str = "tiny"):
+    if model not in MODELS:
+        raise UserError(f"--model {model!r} is not valid; valid: {', '.join(MODELS)}")
+    path = RECIPE_DIR / f"{algo}_{model}.yaml"
     if not path.exists():
-        valid = sorted(p.name.removesuffix("_tiny.yaml") for p in RECIPE_DIR.glob("*_tiny.yaml"))
+        valid = sorted(p.name.removesuffix(f"_{model}.yaml") for p in RECIPE_DIR.glob(f"*_{model}.yaml"))
         raise UserError(f"--algo {algo!r} has no recipe {path.name}; valid: {', '.join(valid)}")
     raw = load_yaml(path)
     raw["output_dir"] = str(out / algo)
@@ -37,8 +45,8 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int):
     raw.setdefault("train", {})["seed"] = seed
     spec = trainer_spec(raw["trainer"])
     recipe = from_dict(spec.recipe, raw)  # validated as written (tiny:arith) ...
-    # ... then pointed at the SFT model this quickstart is about to build
-    recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
+    if model == "tiny":  # ... then pointed at the SFT model this quickstart is about to build
+        recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
     if scale != 1.0:  # tests run the same pipeline smaller
         t = recipe.train
         recipe.train = replace(
@@ -56,51 +64,61 @@ def quickstart_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    recipe, raw = quickstart_recipe(args.algo, out, args.scale, args.seed)
-    tiny = TinyTaskConfig()
-    if args.scale != 1.0:
-        tiny.sft = replace(tiny.sft, steps=max(10, int(tiny.sft.steps * args.scale)))
-        tiny.num_train = max(500, int(tiny.num_train * args.scale))
+    model = getattr(args, "model", "tiny")
+    recipe, raw = quickstart_recipe(args.algo, out, args.scale, args.seed, model)
+    summary: dict = {"algo": args.algo, "model": model}
+    if model == "tiny":
+        tiny = TinyTaskConfig()
+        if args.scale != 1.0:
+            tiny.sft = replace(tiny.sft, steps=max(10, int(tiny.sft.steps * args.scale)))
+            tiny.num_train = max(500, int(tiny.num_train * args.scale))
+        with progress(tiny.sft.steps, "SFT warm-up") as bar:
+            info = build_sft_model(tiny, out / "sft", seed=args.seed, on_step=lambda step, m: bar.advance(1))
+        summary.update(parameters=info["parameters"], sft_seconds=round(time.perf_counter() - start, 1))
 
-    with progress(tiny.sft.steps, "SFT warm-up") as bar:
-        info = build_sft_model(tiny, out / "sft", seed=args.seed, on_step=lambda step, m: bar.advance(1))
-    sft_seconds = time.perf_counter() - start
-
-    # the run evaluates its starting (SFT) model and its final model on the same held-out
-    # rows with the same greedy settings: the two accuracies compare like for like
+    # the run evaluates its starting model and its final model on the same held-out rows with
+    # the same greedy settings: the two accuracies compare like for like
     recipe.train = replace(recipe.train, eval_before_training=True)
-    rl_summary = _run_rl_one_thread(lambda: trainer_spec(recipe.trainer).train(recipe, raw))
+    run = lambda: trainer_spec(recipe.trainer).train(recipe, raw)  # noqa: E731
+    # the tiny run on one thread repeats bit for bit; the real model needs both cores
+    rl_summary = _run_rl_one_thread(run) if model == "tiny" else run()
 
-    summary = {
-        "algo": args.algo,
-        "sft_accuracy": rl_summary["initial_eval_accuracy"],
-        "rl_accuracy": rl_summary["eval_accuracy"],
-        "improvement": rl_summary["eval_accuracy"] - rl_summary["initial_eval_accuracy"],
-        "num_test": rl_summary["num_test"],
-        "rl_steps": rl_summary["steps"],
-        "parameters": info["parameters"],
-        "sft_seconds": round(sft_seconds, 1),
-        "rl_seconds": round(rl_summary["train_seconds"], 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "model_dir": str(out / args.algo / "final"),
-        # what decides the float rounding, hence the numbers: the same values here give the
-        # same weights bit for bit; another CPU kind or library version gives other numbers
-        "sft_weights_sha256": weights_sha256(out / "sft"),
-        "rl_weights_sha256": weights_sha256(out / args.algo / "final"),
-        "numerics": numerics_info(),
-    }
+    base = rl_summary["initial_eval_accuracy"]
+    summary.update(
+        base_accuracy=base,
+        rl_accuracy=rl_summary["eval_accuracy"],
+        improvement=rl_summary["eval_accuracy"] - base,
+        num_test=rl_summary["num_test"],
+        rl_steps=rl_summary["steps"],
+        rl_seconds=round(rl_summary["train_seconds"], 1),
+        wall_seconds=round(time.perf_counter() - start, 1),
+        model_dir=str(out / args.algo / "final"),
+    )
+    if model == "tiny":
+        summary["sft_accuracy"] = base
+    # what decides the float rounding, hence the numbers: the same values here give the
+    # same weights bit for bit; another CPU kind or library version gives other numbers
+    start_dir = out / "sft" if model == "tiny" else Path(resolve_model(recipe.model.name_or_path))
+    summary.update(
+        start_weights_sha256=weights_sha256(start_dir),
+        rl_weights_sha256=weights_sha256(out / args.algo / "final"),
+        numerics=numerics_info(),
+    )
+    if model == "tiny":
+        summary["sft_weights_sha256"] = summary["start_weights_sha256"]
     write_json_atomically(out / "summary.json", summary)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     for png in (out / args.algo / "plots").glob("*.png"):
         shutil.copy(png, plots / png.name)
+    start_label = "SFT" if model == "tiny" else "base"
     bar_chart(
-        {"SFT": summary["sft_accuracy"], args.algo.upper(): summary["rl_accuracy"]},
-        plots / "sft_vs_rl.png",
+        {start_label: base, args.algo.upper(): summary["rl_accuracy"]},
+        plots / ("sft_vs_rl.png" if model == "tiny" else "base_vs_rl.png"),
         title=f"held-out greedy accuracy ({summary['num_test']} problems)",
         ylabel="accuracy",
     )
-    _print_table(summary, out)
+    _print_table(summary, out, start_label)
     return 0
 
 
@@ -160,14 +178,14 @@ def numerics_info() -> dict:
     }
 
 
-def _print_table(summary: dict, out: Path) -> None:
+def _print_table(summary: dict, out: Path, start_label: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"telos quickstart ({summary['algo']})")
+    table = Table(title=f"telos quickstart ({summary['algo']}, {summary['model']} model)")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("SFT accuracy", f"{summary['sft_accuracy']:.3f}")
+    table.add_row(f"{start_label} accuracy", f"{summary['base_accuracy']:.3f}")
     table.add_row(f"{summary['algo'].upper()} accuracy", f"{summary['rl_accuracy']:.3f}")
     table.add_row("improvement", f"{summary['improvement']:+.3f}")
     table.add_row("held-out problems", str(summary["num_test"]))

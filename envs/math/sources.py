@@ -40,7 +40,10 @@ class DataSpec:
     params: dict[str, int | float | str] = field(default_factory=dict)
 
 
-def _parse_value(v: str) -> int | float | str:
+def _parse_value(v: str) -> int | float | bool | str:
+    # `allow_negation=false` must reach a generator as False: the string "false" is truthy
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
     for cast in (int, float):
         try:
             return cast(v)
@@ -49,8 +52,8 @@ def _parse_value(v: str) -> int | float | str:
     return v
 
 
-def _parse_query(spec: str, query: str) -> dict[str, int | float | str]:
-    params: dict[str, int | float | str] = {}
+def _parse_query(spec: str, query: str) -> dict[str, int | float | bool | str]:
+    params: dict[str, int | float | bool | str] = {}
     for part in query.split("&"):
         if not part:
             continue

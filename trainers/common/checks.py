@@ -8,6 +8,7 @@ from pathlib import Path
 
 from telos.checkpoint import resolve_resume
 from telos.errors import UserError
+from telos.models import check_model_path
 from telos.tracking import normalize_report_to
 from trainers.common.tiny import TINY_TASKS
 
@@ -29,16 +30,21 @@ def check_run_options(recipe) -> None:
         resolve_resume(recipe.resume, Path(recipe.run_dir))
 
 
-def check_tiny_model_name(name: str) -> None:
-    if name.startswith("tiny:"):
-        task = name.split(":", 1)[1]
-        if task not in TINY_TASKS:
-            raise UserError(
-                f"'model.name_or_path' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
-            )
+def check_model_name(name: str) -> None:
+    """A tiny task that exists, a packaged model whose package is installed, a directory that
+    holds a model; hub ids pass (only the hub can say)."""
+    if not name.startswith("tiny:"):
+        with about("model.name_or_path"):
+            check_model_path(name)
+        return
+    task = name.split(":", 1)[1]
+    if task not in TINY_TASKS:
+        raise UserError(
+            f"'model.name_or_path' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
+        )
 
 
 def check_common(recipe) -> None:
     """Model, tracker and resume checks of every trainer that fine-tunes a causal LM."""
-    check_tiny_model_name(recipe.model.name_or_path)
+    check_model_name(recipe.model.name_or_path)
     check_run_options(recipe)

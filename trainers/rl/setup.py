@@ -25,7 +25,7 @@ from telos.tracking import read_metrics
 from telos.types import SamplingParams
 from trainers.common.distributed import make_accelerator, run_layout, save_final
 from trainers.common.schedule import make_scheduler
-from trainers.common.tiny import resolve_tiny
+from trainers.common.start_model import resolve_start_model
 from trainers.rl.recipe import RLRecipe
 
 PLOT_GROUPS = {
@@ -86,10 +86,7 @@ def setup_run(recipe: RLRecipe) -> RunContext:
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
     acc = make_accelerator(recipe.train.micro_batch_size, recipe.train.max_grad_norm, [ddp])
     set_seed(recipe.train.seed)  # same init on every rank; sampling seeds differ per rank
-    name = recipe.model.name_or_path
-    if name.startswith("tiny:"):
-        with acc.main_process_first():
-            name = resolve_tiny(name)
+    name = resolve_start_model(acc, recipe.model.name_or_path)
     tokenizer = load_tokenizer(name)
     model = load_model(name, recipe.model.dtype, recipe.model.lora)
     if recipe.model.gradient_checkpointing:

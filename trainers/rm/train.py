@@ -42,7 +42,7 @@ from trainers.common.distributed import (
 from trainers.common.recipe_data import resolve_recipe_data
 from trainers.common.sampler import PromptSampler
 from trainers.common.schedule import make_scheduler
-from trainers.common.tiny import resolve_tiny
+from trainers.common.start_model import resolve_start_model
 from trainers.rm.recipe import RMRecipe
 
 PLOT_GROUPS = {
@@ -168,10 +168,7 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
     acc = make_accelerator(recipe.train.micro_batch_size, recipe.train.max_grad_norm)
     set_seed(recipe.train.seed)
     r, rm = recipe, recipe.rm
-    name = r.model.name_or_path
-    if name.startswith("tiny:"):
-        with acc.main_process_first():
-            name = resolve_tiny(name)
+    name = resolve_start_model(acc, r.model.name_or_path)
     tokenizer = load_tokenizer(name)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     data = load_rm_data(r, tokenizer)
