@@ -157,7 +157,8 @@ def machine_info(packages: Sequence[str] = ("torch", "transformers", "accelerate
 
 def resolve_model(spec: str) -> str:
     """A model directory from ``tiny:<task>`` (SFT-warmed, built once and cached),
-    ``random:<size>`` (random weights, benchmarks/models.py) or a local directory."""
+    ``random:<size>`` (random weights, benchmarks/models.py), a packaged real model
+    (``smollm2:135m-instruct``) or a local directory."""
     if spec.startswith("random:"):
         from benchmarks.models import random_model_dir
 
@@ -166,6 +167,11 @@ def resolve_model(spec: str) -> str:
         from trainers.common.tiny import resolve_tiny
 
         return resolve_tiny(spec)
+    from telos.pretrained import is_packaged
+    from telos.pretrained import resolve_model as resolve_packaged
+
+    if is_packaged(spec):  # smollm2:135m-instruct, converted once per machine
+        return resolve_packaged(spec)
     if not (Path(spec) / "config.json").exists():
         raise SystemExit(f"error: --model {spec}: not a model directory (no config.json)")
     return str(Path(spec).resolve())

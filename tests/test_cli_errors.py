@@ -222,3 +222,16 @@ def test_debug_shows_traceback(subprocess_env):
     proc = _telos("--debug", "check", TINY, "train.lrr=1", env=subprocess_env)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "train.lrr" in proc.stderr
+
+
+def test_quickstart_rejects_unknown_model_before_any_work(tmp_path, capsys):
+    from telos.cli import main
+
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--model", "gpt5", "--out", str(out)]) == 2
+    _assert_user_error(
+        subprocess.CompletedProcess([], 2, "", capsys.readouterr().err), "--model", "tiny", "smollm2"
+    )
+    assert main(["quickstart", "--model", "smollm2", "--algo", "ppo", "--out", str(out)]) == 2
+    _assert_user_error(subprocess.CompletedProcess([], 2, "", capsys.readouterr().err), "--algo", "grpo")
+    assert not out.exists()

@@ -45,8 +45,6 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int, model: str 
     raw.setdefault("train", {})["seed"] = seed
     spec = trainer_spec(raw["trainer"])
     recipe = from_dict(spec.recipe, raw)  # validated as written (tiny:arith) ...
-    if model == "tiny":  # ... then pointed at the SFT model this quickstart is about to build
-        recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
     if scale != 1.0:  # tests run the same pipeline smaller
         t = recipe.train
         recipe.train = replace(
@@ -57,15 +55,17 @@ def quickstart_recipe(algo: str, out: Path, scale: float, seed: int, model: str 
             frozen = min(int(recipe.oreal.freeze_policy_steps * scale), recipe.train.steps - 1)
             recipe.oreal = replace(recipe.oreal, freeze_policy_steps=frozen)
     spec.check(recipe)
+    if model == "tiny":  # ... then pointed at the SFT model this quickstart is about to build
+        recipe.model.name_or_path = raw["model"]["name_or_path"] = str(out / "sft")
     return recipe, raw
 
 
 def quickstart_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     model = getattr(args, "model", "tiny")
-    recipe, raw = quickstart_recipe(args.algo, out, args.scale, args.seed, model)
+    recipe, raw = quickstart_recipe(args.algo, out, args.scale, args.seed, model)  # fails before any work
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"algo": args.algo, "model": model}
     if model == "tiny":
         tiny = TinyTaskConfig()
