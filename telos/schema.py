@@ -175,7 +175,7 @@ def _first_message(cls: type, errors: list[dict], prefix: str) -> str:
     bounds = _bounds(where.field)
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and bounds:
         return f"'{key}' must be {range_text(bounds)}, got {value!r}{_about(where.field)}"
-    if kind.endswith(("_type", "_parsing", "_from_float", "fraction")) or kind.startswith("too_"):
+    if kind.endswith(("_type", "_parsing", "_from_float")) or kind.startswith("too_"):
         return f"'{key}' must be {type_name(where.type)}, got {value!r}{_about(where.field)}"
     return f"'{key}': {err['msg']} (got {value!r})"
 

@@ -103,14 +103,10 @@ def check_planner_sft(recipe: PlannerSFTRecipe) -> None:
     """The model, the suite (every task one the oracle can label), trackers and resume."""
     from envs.crafter.techtree import RULES, oracle_plan
     from eval.suites import load_suite
-    from telos.models import check_model_path
 
-    if recipe.model.name_or_path != "tiny":
-        with about("model.name_or_path"):
-            check_model_path(recipe.model.name_or_path)
-    elif recipe.model.lora is not None:
+    if recipe.model.name_or_path == "tiny" and recipe.model.lora is not None:
         raise UserError("'model.lora' needs a pretrained model; the tiny model is trained in full")
-    check_common(recipe)
+    check_common(recipe)  # a model path or packaged name is checked there
     with about("data.suite"):
         suite = load_suite(recipe.data.suite, RULES().achievements)
         for task in suite.tasks:
