@@ -111,7 +111,12 @@ def quiet_transformers() -> None:
 
 
 def _is_local(name_or_path: str) -> bool:
-    return name_or_path.startswith((".", "/", "~")) or os.path.exists(name_or_path)
+    # a hub id is "name" or "org/name": a path with two or more slashes can only be local
+    return (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") >= 2
+        or os.path.exists(name_or_path)
+    )
 
 
 def check_model_path(name_or_path: str) -> None:

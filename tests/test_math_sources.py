@@ -369,3 +369,12 @@ def test_format_prompt_conversational() -> None:
     assert format_prompt(prefill, tokenizer=tok).endswith("<user>1+2?</user><assistant>It is")
     # no chat template (the tiny model): one line per message, = the standard "plain" prompt
     assert format_prompt({"prompt": msgs[1:]}) == format_prompt({"prompt": "1+2?"}) == "1+2?\n"
+
+
+def test_reasoning_gym_worked_solution_becomes_the_solution_column() -> None:
+    """gsm_symbolic's metadata.answer_cot is the SFT target (`trainer: sft`'s data.target)."""
+    pytest.importorskip("reasoning_gym")
+    row = load_rows("reasoning-gym:gsm_symbolic?size=2&seed=1")[1]
+    assert row["solution"] == row["metadata"]["answer_cot"]
+    assert row["solution"].rstrip().endswith(f"#### {row['answer']}")
+    assert "solution" not in load_rows("reasoning-gym:basic_arithmetic?size=1&seed=1")[0]

@@ -187,6 +187,9 @@ def _load_reasoning_gym(ds: DataSpec, seed: int, limit: int | None) -> list[dict
         row = {k: v for k, v in entry.items() if k not in ("question", "answer")}
         row["prompt"] = entry["question"]
         row["answer"] = entry["answer"]
+        cot = (entry.get("metadata") or {}).get("answer_cot")
+        if isinstance(cot, str) and cot.strip():  # gsm_symbolic: a GSM8K-style worked solution
+            row["solution"] = cot
         rows.append(row)
     return rows
 

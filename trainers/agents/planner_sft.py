@@ -31,15 +31,13 @@ from agents.types import AgentView, Goal, MemoryEntry, PlanRequest
 from envs.crafter.env import CrafterConfig, CrafterEnv, text_observation
 from envs.crafter.techtree import RULES, Subgoal
 from eval.suites import load_suite
-from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from telos.config import save_yaml, to_dict
+from telos.checkpoint import resolve_resume
+from telos.config import to_dict
 from telos.errors import UserError
 from telos.plots import plot_metrics
-from telos.tracking import Tracker, progress, read_metrics
+from telos.tracking import progress, read_metrics
 from trainers.agents.planner_sft_recipe import PlannerDataSection, PlannerSFTRecipe
-from trainers.common.sampler import PromptSampler
-from trainers.common.schedule import warmup_cosine
-from trainers.common.sft import sft_batch
+from trainers.common.sft_loop import run_sft_loop
 
 WALK_ACTIONS = ("noop", "move_left", "move_right", "move_up", "move_down", "do")
 # what agents hold beyond a plan's progress: spare materials, and the swords the scripted
@@ -54,7 +52,6 @@ FAILURES = (  # the forms agents/loop.py and the planner's own re-ask write
     "Your last plan was rejected: step {i} ({s}): needs {t} first",
 )
 PLOT_GROUPS = {"loss": ["loss"], "exact_match": ["eval_exact_match"]}
-LENGTH_POOL = 8  # batches drawn together and split by length: less padding, ~2x faster steps
 
 
 @dataclass
@@ -211,15 +208,6 @@ def build_plan_tokenizer(corpus: list[str], vocab_size: int):
     return build_tokenizer(corpus, vocab_size, cross_spaces=True)
 
 
-def batch_indices(step: int, lengths: list[int], batch_size: int, seed: int) -> list[int]:
-    """The examples of ``step`` (1-based): ``LENGTH_POOL`` batches of a seeded epoch order are
-    drawn together, sorted by length and split. A pure function of ``step``, so a resumed run
-    draws exactly the batches the killed run would have."""
-    group, k = divmod(step - 1, LENGTH_POOL)
-    pool = PromptSampler(len(lengths), seed, group * batch_size * LENGTH_POOL).take(batch_size * LENGTH_POOL)
-    return sorted(pool, key=lambda i: lengths[i])[k * batch_size : (k + 1) * batch_size]
-
-
 def _model_and_tokenizer(recipe: PlannerSFTRecipe, corpus: list[str], resume_from: Path | None):
     from telos.models import build_tiny_model, load_model, load_tokenizer
 
@@ -266,58 +254,28 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
     resume_from = resolve_resume(r.resume, run_dir)
     model, tokenizer = _model_and_tokenizer(r, [e.prompt + e.target for e in train[:3000]], resume_from)
     lengths = _lengths(r, tokenizer, train)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).train()
     pairs = [(e.prompt, e.target) for e in train]
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(t.warmup_steps, t.steps))
-    state = {"step": 0}
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
-    save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
-    tracker = Tracker(
+
+    def final_eval() -> tuple[dict, dict[str, float]]:
+        res = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
+        return res, {"eval_exact_match": res["exact_match"]}
+
+    result, train_seconds = run_sft_loop(
+        model,
+        tokenizer,
+        pairs,
+        lengths,
+        t,
         run_dir,
-        total_steps=t.steps,
-        start_step=state["step"],
+        resume_from,
+        config=raw_config if raw_config is not None else to_dict(r),
         report_to=r.report_to,
-        config=to_dict(r),
         progress_keys=["loss", "eval_exact_match"],
         description=f"planner_sft {r.name}",
+        final_eval=final_eval,
     )
-    train_started = time.perf_counter()
-    result = None
-    for step in range(state["step"] + 1, t.steps + 1):
-        batch = sft_batch(tokenizer, [pairs[i] for i in batch_indices(step, lengths, t.batch_size, t.seed)])
-        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        metrics = {"loss": float(loss.detach()), "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
-        if step == t.steps:
-            model.eval()
-            result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
-            metrics["eval_exact_match"] = result["exact_match"]
-        tracker.log(step, metrics)
-        if step % t.save_every == 0 or step == t.steps:
-            save_checkpoint(
-                run_dir,
-                step,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                trainer_state={"step": step},
-                tokenizer=tokenizer,
-                keep_last=t.keep_last,
-            )
-    tracker.close()
-    train_seconds = time.perf_counter() - train_started
-    model.eval()
     if result is None:  # resumed from the final checkpoint: nothing was left to train
-        result = evaluate_plans(model, tokenizer, test, t.eval_max_tokens, t.eval_batch_size)
+        result, _ = final_eval()
     final = _save_final(r, model, tokenizer, run_dir)
     summary = {
         "name": r.name,

@@ -10,6 +10,7 @@ from telos.checkpoint import resolve_resume
 from telos.errors import UserError
 from telos.models import check_model_path
 from telos.tracking import normalize_report_to
+from trainers.common.start_model import FROM_RECIPE, recipe_final_dir
 from trainers.common.tiny import TINY_TASKS
 
 
@@ -33,6 +34,10 @@ def check_run_options(recipe) -> None:
 def check_model_name(name: str) -> None:
     """A tiny task that exists, a packaged model whose package is installed, a directory that
     holds a model; hub ids pass (only the hub can say)."""
+    if name.startswith(FROM_RECIPE):
+        with about("model.name_or_path"):
+            recipe_final_dir(name)  # its run may not exist yet: `telos train` says so
+        return
     if not name.startswith("tiny:"):
         with about("model.name_or_path"):
             check_model_path(name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from telos.schema import flag, local_path, number, one_of, text
+from telos.schema import flag, number, one_of, text
 from trainers.common.fields import (
     EvalEvery,
     KeepLast,
@@ -26,6 +26,7 @@ from trainers.common.fields import (
     WarmupSteps,
     WeightDecay,
 )
+from trainers.common.math_data import DataSection
 from trainers.common.model_section import ModelSection
 from trainers.rl.nft import NFTConfig
 from trainers.rl.oreal import OREALConfig
@@ -35,20 +36,6 @@ def _loss_names() -> list[str]:
     from trainers.rl.losses import policy_loss_names
 
     return policy_loss_names()
-
-
-@dataclass
-class DataSection:
-    train: Annotated[
-        str, text("problems: procedural:arith, file.jsonl, hf:openai/gsm8k:main@train"), local_path("data")
-    ]
-    test: Annotated[
-        str | None, text("held-out problems for greedy eval (same forms)"), local_path("data")
-    ] = None
-    template: Annotated[str, text("prompt template name, or a string containing {prompt}")] = "plain"
-    chat: Annotated[bool, flag("wrap prompts with the tokenizer's chat template")] = False
-    num_train: Annotated[int | None, number("use the first N training problems (null: all)", ge=1)] = None
-    num_test: Annotated[int, number("held-out problems evaluated", ge=0)] = 200
 
 
 @dataclass
