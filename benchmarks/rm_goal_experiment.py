@@ -12,6 +12,7 @@
    accuracy stays within 1 point of unfiltered there) and reported on the other half.
 
     python benchmarks/rm_goal_experiment.py --seeds 0,1,2
+    python benchmarks/rm_goal_experiment.py --setting smollm2      # SmolLM2-135M-Instruct
 """
 
 from __future__ import annotations
@@ -31,11 +32,53 @@ from benchmarks.common import REPO_ROOT, machine_info, resolve_model, set_offlin
 
 set_offline()
 
-TRAIN_SPEC = "procedural:arith?n=1000&max_value=50&max_operand=9"
-TEST_SPEC = "procedural:arith:test?n=200&max_value=50&max_operand=9"
+_ADD = "min_terms=2&max_terms=2&min_digits=1&max_digits=2&operators=%2B&allow_negation=false&allow_parentheses=false"
+# --setting presets: what the policy answers, how, and how the RMs train on its pairs
+SETTINGS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "model": "tiny:arith",
+        "train_spec": "procedural:arith?n=1000&max_value=50&max_operand=9",
+        "test_spec": "procedural:arith:test?n=200&max_value=50&max_operand=9",
+        "data_args": ["--max-tokens", "48"],
+        "recipe": "{kind}_tiny.yaml",
+        "rm_overrides": [],
+        "epochs": 4,
+        "lr": 1e-3,
+        "data_dir": "runs/rm-data",
+        "out": "benchmarks/results/rm_goal_experiment.json",
+    },
+    # SmolLM2-135M-Instruct as policy and RM trunk: 1-2-digit additions answered step by step
+    # (~50-token worked answers, sample accuracy ~0.1, so most prompts give pairs); the RMs
+    # train their top 4 of 30 layers (rm.train_layers), which a 2-core CPU can afford
+    "smollm2": {
+        "model": "smollm2:135m-instruct",
+        "train_spec": f"reasoning-gym:basic_arithmetic?size=200&seed=1&{_ADD}",
+        "test_spec": f"reasoning-gym:basic_arithmetic?size=40&seed=7&{_ADD}",
+        "data_args": [
+            "--max-tokens",
+            "64",
+            "--temperature",
+            "0.7",
+            "--chat",
+            "--template",
+            "{prompt}\nWork it out step by step, then finish with: The answer is <number>.",
+        ],
+        "recipe": "{kind}_tiny.yaml",
+        "rm_overrides": [
+            "rm.train_layers=4",
+            "train.batch_size=16",
+            "train.micro_batch_size=8",
+            "data.max_length=192",
+        ],
+        "epochs": 1,
+        "lr": 2e-5,
+        "data_dir": "runs/rm-data-smollm2",
+        "out": "benchmarks/results/rm_goal_experiment_smollm2.json",
+    },
+}
 
 
-def make_data(model_dir: str, data_dir: Path) -> tuple[Path, Path]:
+def make_data(model_dir: str, data_dir: Path, preset: dict[str, Any]) -> tuple[Path, Path]:
     pairs, samples = data_dir / "pairs_train.jsonl", data_dir / "samples_test.jsonl"
     common = [
         sys.executable,
@@ -45,17 +88,16 @@ def make_data(model_dir: str, data_dir: Path) -> tuple[Path, Path]:
         "preferences",
         "--model",
         model_dir,
-        "--max-tokens",
-        "48",
+        *preset["data_args"],
     ]
     if not pairs.exists():
-        subprocess.run([*common, "--data", TRAIN_SPEC, "--out", str(pairs)], check=True)
+        subprocess.run([*common, "--data", preset["train_spec"], "--out", str(pairs)], check=True)
     if not samples.exists():
         held_pairs = data_dir / "pairs_test.jsonl"
         cmd = [
             *common,
             "--data",
-            TEST_SPEC,
+            preset["test_spec"],
             "--seed",
             "1",
             "--out",
@@ -80,8 +122,11 @@ def train(kind: str, seed: int, model_dir: str, pairs: Path, out: Path, args) ->
         f"train.epochs={args.epochs}",
         f"train.lr={args.lr}",
         "report_to=[]",
+        *SETTINGS[args.setting]["rm_overrides"],
     ]
-    recipe, raw = load_recipe(str(REPO_ROOT / f"recipes/rm/{kind}_tiny.yaml"), overrides)
+    recipe, raw = load_recipe(
+        str(REPO_ROOT / "recipes/rm" / SETTINGS[args.setting]["recipe"].format(kind=kind)), overrides
+    )
     train_rm(recipe, raw)
     return out / "final"
 
@@ -132,19 +177,24 @@ def evaluate(kind: str, final: Path, rows: list[dict], skip: int) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="tiny", help="policy, task and RM presets")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--model", default="tiny:arith")
-    p.add_argument("--data-dir", default="runs/rm-data")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--model", default=None, help="policy and RM trunk (default: the setting's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--skip", type=int, default=5)
-    p.add_argument("--out", default="benchmarks/results/rm_goal_experiment.json")
+    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    preset = SETTINGS[args.setting]
+    for key in ("model", "data_dir", "epochs", "lr", "out"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
     seeds = [int(s) for s in args.seeds.split(",")]
     model_dir = resolve_model(args.model)
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    pairs, samples = make_data(model_dir, data_dir)
+    pairs, samples = make_data(model_dir, data_dir, preset)
 
     from envs.math.sources import load_rows
 

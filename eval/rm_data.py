@@ -41,7 +41,7 @@ def _prepare(args: argparse.Namespace):
     check_model_path(args.model)
     tokenizer = load_tokenizer(args.model)
     engine = make_engine("hf", load_generation_model(args.model), tokenizer)
-    prompts = [format_prompt(r, args.template, tokenizer=tokenizer) for r in rows]
+    prompts = [format_prompt(r, args.template, tokenizer=tokenizer, chat=args.chat) for r in rows]
     return reward_fn, rows, engine, prompts
 
 

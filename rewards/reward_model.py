@@ -75,6 +75,33 @@ def _parts(model) -> tuple[nn.Module, nn.Module]:
     return trunk, head
 
 
+def freeze_lower_layers(trunk: nn.Module, trainable: int) -> int:
+    """Freeze a decoder trunk's embeddings and all but its top ``trainable`` layers (the final
+    norm stays trainable), so backward stops ``trainable`` layers down: on a 30-layer
+    SmolLM2 trunk with 4 trainable layers an RM step costs ~2.4x less. Returns the number of
+    frozen parameters; a trunk without a ``layers`` list is a UserError."""
+    from telos.errors import UserError
+
+    layers = getattr(trunk, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise UserError(
+            f"'rm.train_layers' needs a decoder with a 'layers' list; {type(trunk).__name__} has none"
+        )
+    if trainable > len(layers):
+        raise UserError(f"'rm.train_layers' is {trainable} but the model has {len(layers)} layers")
+    frozen = [*layers[: len(layers) - trainable]]
+    for name, module in trunk.named_children():
+        if name != "layers" and any(isinstance(m, nn.Embedding) for m in module.modules()):
+            frozen.append(module)
+    count = 0
+    for module in frozen:
+        for p in module.parameters():
+            if p.requires_grad:
+                p.requires_grad_(False)
+                count += p.numel()
+    return count
+
+
 class HeadedLM(nn.Module):
     """Wraps a classification model: ``forward`` → (head output [B, T, K], hidden [B, T, H])."""
 

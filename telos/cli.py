@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--limit", type=int, default=None, help="first N problems")
         d.add_argument("--reward", default="numeric", help="verifier: numeric | gsm8k | accuracy | module:fn")
         d.add_argument("--template", default="plain")
+        d.add_argument("--chat", action="store_true", help="wrap prompts with the tokenizer's chat template")
         d.add_argument("--max-tokens", type=int, default=64)
         d.add_argument("--seed", type=int, default=0)
         if kind == "preferences":

@@ -565,3 +565,43 @@ def test_eval_rm_errors(runs, data_files, tmp_path, capsys):
 
     with pytest.raises(UserError, match="goal_vector"):
         GoalConditionedRM.from_pretrained(runs["bt"] / "final", device="cpu")
+
+
+def test_train_layers_trains_only_the_top_layers_and_the_head(tiny_model_dir, data_files, tmp_path):
+    """rm.train_layers=1: the embeddings and every layer but the last keep the start weights."""
+    from safetensors.torch import load_file
+
+    _train("bt", tiny_model_dir, data_files, tmp_path / "run", "rm.train_layers=1", "train.lr=1e-2")
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    n_layers = 1 + max(int(k.split(".")[2]) for k in start if k.startswith("model.layers."))
+    moved = {k for k in start if k in final and not torch.equal(start[k], final[k])}
+    assert moved and all(
+        k.startswith(f"model.layers.{n_layers - 1}.") or k == "model.norm.weight" for k in moved
+    ), moved
+    assert any(k.startswith(f"model.layers.{n_layers - 1}.") for k in moved)
+    code = main(
+        [
+            "check",
+            str(RM_RECIPES / "bt_tiny.yaml"),
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train={data_files['pairs']}",
+            "rm.train_layers=0",
+        ]
+    )
+    assert code == 2
+
+
+def test_freeze_lower_layers_counts_and_refuses_too_many(tiny_model_dir):
+    from rewards.reward_model import _parts, freeze_lower_layers, load_head_model
+    from telos.errors import UserError
+
+    trunk, head = _parts(load_head_model(str(tiny_model_dir), "bt"))
+    total = sum(p.numel() for p in trunk.parameters())
+    kept = sum(p.numel() for p in trunk.layers[-1].parameters()) + sum(
+        p.numel() for p in trunk.norm.parameters()
+    )
+    assert freeze_lower_layers(trunk, 1) == total - kept
+    assert all(p.requires_grad for p in head.parameters())
+    with pytest.raises(UserError, match="has 2 layers|layers"):
+        freeze_lower_layers(trunk, 99)

@@ -55,6 +55,10 @@ class RMSection:
     kind: Annotated[
         Literal["bt", "gcrm", "prm"], text("outcome (Bradley–Terry), goal-conditioned, process")
     ] = "bt"
+    train_layers: Annotated[
+        int | None,
+        number("train only the top N transformer layers and the head (embeddings frozen); null = all", ge=1),
+    ] = None
     use_margin: Annotated[bool, flag("subtract a row's `margin` inside the BT sigmoid when present")] = True
     center_coef: Annotated[float, number("TRL's center_rewards_coefficient (e.g. 0.01); 0 = off", ge=0)] = 0.0
     contrastive_weight: Annotated[

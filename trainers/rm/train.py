@@ -16,7 +16,14 @@ import torch
 
 from envs.math.sources import load_rows
 from rewards.preferences import PairExample, StepExample, tokenize_pairs, tokenize_steps
-from rewards.reward_model import HeadedLM, last_token_values, load_head_model, pad_right, save_goal_vector
+from rewards.reward_model import (
+    HeadedLM,
+    freeze_lower_layers,
+    last_token_values,
+    load_head_model,
+    pad_right,
+    save_goal_vector,
+)
 from rewards.rm_losses import (
     bt_loss,
     contrastive_goal_loss_batch,
@@ -180,6 +187,8 @@ def train_rm(recipe: RMRecipe, raw_config: dict | None = None) -> dict:
     if r.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     net = HeadedLM(model).train()
+    if rm.train_layers is not None:
+        freeze_lower_layers(net.trunk, rm.train_layers)
 
     world = acc.num_processes
     per_rank = max(1, r.train.batch_size // world)
