@@ -13,6 +13,13 @@ and update; each algorithm's own signals (NFT p̂ and clamped share, OREAL token
 
     python benchmarks/algorithms.py                          # 3 algorithms × 3 seeds, ~15 min on 2 cores
     python benchmarks/algorithms.py --seeds 0 --budget 8000  # a smoke run
+    python benchmarks/algorithms.py --setting smollm2        # the real SmolLM2-135M-Instruct, ~50 min
+
+``--setting smollm2`` runs ``recipes/math/<algo>_smollm2.yaml`` (reasoning-gym additions, chat
+template, G = 8, 16 prompts, 24 tokens, lr 5e-6) from SmolLM2-135M-Instruct with a budget that
+stops mid-curve (the 20-step GRPO quickstart climbs 0.205 → 0.770 over ~48k sampled tokens), so
+the algorithms are compared where they can still differ. Each finished run is appended to
+``<out>.partial.jsonl`` and a rerun with the same arguments skips it, so a killed run resumes.
 
 Writes ``--out`` (JSON), and beside it a PNG (accuracy vs sampled tokens, mean ± std band over
 seeds) and a Markdown table.
@@ -21,6 +28,8 @@ seeds) and a Markdown table.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +46,27 @@ set_offline()
 
 ALGOS = ("grpo", "nft", "oreal")
 DEFAULT_OUT = "benchmarks/results/algorithms.json"
+# --setting presets: recipe family, starting model and defaults for the unset flags
+SETTINGS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "recipe": "{algo}_tiny.yaml",
+        "model": "tiny:arith",
+        "budget": 100_000,
+        "steps": 50,
+        "eval_every": 5,
+        "num_test": 200,
+        "out": DEFAULT_OUT,
+    },
+    "smollm2": {
+        "recipe": "{algo}_smollm2.yaml",
+        "model": "smollm2:135m-instruct",
+        "budget": 12_000,
+        "steps": 20,
+        "eval_every": 100,
+        "num_test": 200,
+        "out": "benchmarks/results/algorithms_smollm2.json",
+    },
+}
 # Signals worth averaging per algorithm (present only in that algorithm's metrics).
 OWN_SIGNALS = (
     "p_hat_mean",
@@ -54,13 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated (default: grpo,nft,oreal)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
-    p.add_argument("--budget", type=int, default=100_000, help="sampled completion tokens per run")
-    p.add_argument("--steps", type=int, default=50, help="step horizon and lr-schedule length")
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--num-test", type=int, default=200)
-    p.add_argument("--model", default="tiny:arith", help="starting (SFT) checkpoint")
-    p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="tiny", help="recipe family and defaults")
+    p.add_argument("--budget", type=int, default=None, help="sampled completion tokens per run")
+    p.add_argument("--steps", type=int, default=None, help="step horizon and lr-schedule length")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--num-test", type=int, default=None)
+    p.add_argument("--model", default=None, help="starting checkpoint (default: the setting's)")
+    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    preset = SETTINGS[args.setting]
+    for key in ("budget", "steps", "eval_every", "num_test", "model", "out"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    args.recipe = preset["recipe"]
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     unknown = [a for a in args.algos if a not in ALGOS]
     if unknown:
@@ -90,7 +126,7 @@ def run_one(algo: str, seed: int, model_dir: str, args: argparse.Namespace, work
         f"data.num_test={args.num_test}",
         "report_to=[]",
     ]
-    recipe, raw = load_recipe(str(REPO_ROOT / f"recipes/math/{algo}_tiny.yaml"), overrides)
+    recipe, raw = load_recipe(str(REPO_ROOT / "recipes/math" / args.recipe.format(algo=algo)), overrides)
     t0 = time.perf_counter()
     summary = train_rl(recipe, raw)
     wall = time.perf_counter() - t0
@@ -117,6 +153,26 @@ def run_one(algo: str, seed: int, model_dir: str, args: argparse.Namespace, work
         "signals": signals,
         "wall_seconds_incl_setup_and_evals": wall,
     }
+
+
+def read_partial(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+    return rows
+
+
+def append_partial(path: Path, run: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(run) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def aggregate(runs: list[dict]) -> dict[str, dict[str, Any]]:
@@ -217,13 +273,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     model_dir = resolve_model(args.model)
     out = Path(args.out)
+    partial = out.with_suffix(".partial.jsonl")
+    key = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "algos")}
+    done = {(r["algo"], r["seed"]): r for r in read_partial(partial) if r.get("settings") == key}
     runs = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="telos-algos-") as tmp:
         for seed in args.seeds:
             for algo in args.algos:
+                if (algo, seed) in done:
+                    runs.append(done[(algo, seed)])
+                    print(f"{algo} seed {seed}: done in an earlier run, kept", flush=True)
+                    continue
                 run = run_one(algo, seed, model_dir, args, Path(tmp))
                 runs.append(run)
+                append_partial(partial, run | {"settings": key})
                 print(
                     f"{algo} seed {seed}: {run['initial_accuracy']:.3f} → {run['final_accuracy']:.3f} "
                     f"in {run['steps']} steps, {run['sampled_tokens']:,} tokens",
@@ -233,12 +297,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "algorithms",
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"model_dir": model_dir},
+        "command": "python benchmarks/algorithms.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "algorithms": agg,
         "runs": runs,
         "wall_seconds": time.perf_counter() - start,
         "machine": machine_info(),
     }
     write_json(out, result)
+    partial.unlink(missing_ok=True)  # the result file now holds every run
     plot(runs, args.budget, out.with_suffix(".png"))
     md = markdown(agg, args)
     out.with_suffix(".md").write_text(md)
