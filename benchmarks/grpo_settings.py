@@ -37,6 +37,7 @@ class Settings:
     max_grad_norm: float
     micro_batch_size: int
     dtype: str
+    chat: bool = False  # prompts rendered with the tokenizer's chat template (as text, both sides)
 
     @property
     def completions_per_step(self) -> int:

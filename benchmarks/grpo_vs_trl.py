@@ -19,7 +19,9 @@ Measured per side:
 The telos side runs on ``--engine`` (hf: the trainer's own weights through the lean decoder;
 vllm: the colocated vLLM engine with weight sync); ``--trl-vllm`` puts TRL on its own vLLM
 colocate mode (if that fails to start, the error is recorded and TRL's default is used).
-``--setting 120m`` switches to a random-weight ~113M-parameter Qwen2 (benchmarks/models.py) with
+``--setting smollm2`` runs the real SmolLM2-135M-Instruct on ``recipes/math/grpo_smollm2.yaml``
+(4 prompts × 8 answers × 24 tokens, 4 steps, verifier reward; the chat template is rendered to
+text once and both sides get that text). ``--setting 120m`` switches to a random-weight ~113M-parameter Qwen2 (benchmarks/models.py) with
 4 prompts × 8 answers × 32 tokens per step, 4 steps, 1 repeat, and a dense reward
 (benchmarks/rewards.py: the share of digits; the verifier gives a random model 0 everywhere,
 so every advantage would be 0).
@@ -73,6 +75,15 @@ DEFAULT_OUT = "benchmarks/results/grpo_vs_trl.json"
 # --setting presets: model, steps, repeats and recipe overrides applied to both sides
 SETTINGS = {
     "tiny": {"model": DEFAULT_MODEL, "steps": DEFAULT_STEPS, "repeats": DEFAULT_REPEATS, "overrides": []},
+    # real weights: SmolLM2-135M-Instruct on its GRPO recipe (reasoning-gym additions, chat
+    # template rendered to text for both sides, verifier reward), a smaller batch per step
+    "smollm2": {
+        "model": "smollm2:135m-instruct",
+        "recipe": "recipes/math/grpo_smollm2.yaml",
+        "steps": 4,
+        "repeats": 1,
+        "overrides": ["train.prompts_per_step=4", "train.micro_batch_size=32"],
+    },
     "120m": {
         "model": "random:120m",
         "steps": 4,
@@ -104,13 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="steps averaged for the final reward (default: the last quarter, at least 1)",
     )
-    p.add_argument("--recipe", default=RECIPE, help="GRPO recipe whose settings both sides use")
+    p.add_argument(
+        "--recipe", default=None, help="GRPO recipe whose settings both sides use (default: the setting's)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
     preset = SETTINGS[args.setting]
     args.steps = args.steps or preset["steps"]
     args.repeats = args.repeats or preset["repeats"]
     args.model = args.model or preset["model"]
+    args.recipe = args.recipe or preset.get("recipe", RECIPE)
     args.overrides = preset["overrides"]
     if args.out is None:
         suffix = "" if args.setting == "tiny" and args.engine == "hf" else f"_{args.setting}_{args.engine}"
@@ -157,8 +171,6 @@ def load_settings(recipe_path: str, model_dir: str, extra: list[str]) -> Setting
         raise SystemExit(
             f"error: the benchmark compares one reward function; {recipe_path} has {len(r.rewards)}"
         )
-    if r.data.chat:
-        raise SystemExit("error: the benchmark feeds TRL plain-text prompts; set data.chat: false")
     return Settings(
         recipe=recipe_path,
         model=model_dir,
@@ -187,6 +199,7 @@ def load_settings(recipe_path: str, model_dir: str, extra: list[str]) -> Setting
         max_grad_norm=r.train.max_grad_norm,
         micro_batch_size=r.train.micro_batch_size,
         dtype=r.model.dtype,
+        chat=r.data.chat,
     )
 
 

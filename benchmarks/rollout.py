@@ -11,6 +11,7 @@ On a CPU the larger sizes get fewer prompts (``--prompts-per-size``), else one 5
 
     python benchmarks/rollout.py                                   # CPU defaults
     python benchmarks/rollout.py --sizes 500m --prompts 64 --dtype bfloat16 --vocab 151936   # a GPU
+    python benchmarks/rollout.py --sizes smollm2 --out benchmarks/results/rollout_cpu_smollm2.json
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ from benchmarks.common import format_table, machine_info, measure_matmul_peak, m
 
 set_offline()
 
-CPU_PROMPTS = {"tiny": 64, "30m": 64, "120m": 8, "500m": 2}
+CPU_PROMPTS = {"tiny": 64, "30m": 64, "120m": 8, "500m": 2, "smollm2": 8}
+REAL_MODELS = {"smollm2": "smollm2:135m-instruct"}  # real weights (telos/pretrained.py), not random
 DEFAULT_OUT = "benchmarks/results/rollout.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="tiny,30m,120m,500m", help="comma-separated: tiny, 30m, 120m, 500m")
+    p.add_argument(
+        "--sizes",
+        default="tiny,30m,120m,500m",
+        help="comma-separated: tiny, 30m, 120m, 500m (random weights), smollm2 (SmolLM2-135M-Instruct)",
+    )
     p.add_argument(
         "--engines",
         default="hf,hf-plain,vllm",
@@ -166,7 +172,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     results = []
     for size in [s for s in args.sizes.split(",") if s]:
-        model_dir = random_model_dir(size, vocab=args.vocab, tokenizer_from=args.tokenizer)
+        if size in REAL_MODELS:
+            from telos.pretrained import resolve_model
+
+            model_dir = resolve_model(REAL_MODELS[size])
+        else:
+            model_dir = random_model_dir(size, vocab=args.vocab, tokenizer_from=args.tokenizer)
         prompts = args.prompts or (CPU_PROMPTS[size] if device == "cpu" else 64)
         for engine in engines:
             print(

@@ -137,11 +137,17 @@ def _run_trl(
                 self.logs.append(dict(logs))
 
     t0 = time.perf_counter()
+    tokenizer = load_tokenizer(s.model)
     dataset = Dataset.from_list(
-        [{"prompt": format_prompt(rows[i], s.template), "answer": rows[i]["answer"]} for i in order]
+        [
+            {
+                "prompt": format_prompt(rows[i], s.template, tokenizer=tokenizer, chat=s.chat),
+                "answer": rows[i]["answer"],
+            }
+            for i in order
+        ]
     )
     model = load_model(s.model, s.dtype)
-    tokenizer = load_tokenizer(s.model)
     recorder = StepRecorder()
     out_dir = workdir / f"trl-seed{seed}"
     trainer = GRPOTrainer(

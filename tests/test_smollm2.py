@@ -156,3 +156,43 @@ def test_one_grpo_step_on_smollm2(smollm2_dir, tmp_path):
     assert step["completion_length_max"] <= 8 and step["generated_tokens"] <= 2 * 2 * 8
     assert 0.0 <= step["reward_mean"] <= 1.0 and "eval_accuracy" in step
     assert (out / "final" / "config.json").is_file()
+
+
+VLLM_DRIVER = """
+import json, sys
+from rollout.backends import make_engine
+from telos.models import load_model, load_tokenizer
+from telos.types import SamplingParams
+
+path = sys.argv[1]
+model, tok = load_model(path).eval(), load_tokenizer(path)
+prompts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+           for t in ("What is 12 + 7?", "Name a colour.")]
+greedy = SamplingParams(temperature=0.0, max_tokens=8)
+hf = [c.token_ids for c in make_engine("hf", model, tok).generate(prompts, greedy)]
+engine = make_engine("vllm", model, tok, kv_cache_bytes=256 << 20, max_batch_size=4)
+vl = [c.token_ids for c in engine.generate(prompts, greedy)]
+engine.close()
+print("RESULT " + json.dumps({"hf": hf, "vllm": vl}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_colocated_engine_runs_smollm2_greedy_like_the_trainer(smollm2_dir, subprocess_env):
+    """vLLM (CPU build) loads the converted Llama weights from the trainer's model and decodes
+    greedily to the same tokens as the lean decoder."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", VLLM_DRIVER, str(smollm2_dir)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["vllm"] == out["hf"] and all(len(ids) > 0 for ids in out["hf"])
