@@ -28,8 +28,6 @@ seeds) and a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -40,7 +38,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO_ROOT, format_table, machine_info, resolve_model, set_offline, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO_ROOT,
+    append_partial,
+    format_table,
+    machine_info,
+    read_partial,
+    resolve_model,
+    set_offline,
+    write_json,
+)
 
 set_offline()
 
@@ -153,26 +160,6 @@ def run_one(algo: str, seed: int, model_dir: str, args: argparse.Namespace, work
         "signals": signals,
         "wall_seconds_incl_setup_and_evals": wall,
     }
-
-
-def read_partial(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill mid-write
-            continue
-    return rows
-
-
-def append_partial(path: Path, run: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(run) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def aggregate(runs: list[dict]) -> dict[str, dict[str, Any]]:

@@ -224,3 +224,25 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(out)
+
+
+def read_partial(path: Path) -> list[dict]:
+    """The runs a killed benchmark finished (one JSON object per line; a torn last line is skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+    return rows
+
+
+def append_partial(path: Path, run: dict) -> None:
+    """Append one finished run, flushed and fsynced, so a kill right after keeps it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(run) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -28,7 +28,15 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO_ROOT, machine_info, resolve_model, set_offline, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO_ROOT,
+    append_partial,
+    machine_info,
+    read_partial,
+    resolve_model,
+    set_offline,
+    write_json,
+)
 
 set_offline()
 
@@ -199,12 +207,19 @@ def main(argv: list[str] | None = None) -> dict:
     from envs.math.sources import load_rows
 
     rows = [r for r in load_rows(str(samples), raw=True) if r["correct"] is not None]
+    partial = Path(args.out).with_suffix(".partial.jsonl")
+    key = {k: v for k, v in vars(args).items() if k not in ("seeds", "out")}
+    done = {(r["kind"], r["seed"]): r for r in read_partial(partial) if r.pop("settings", None) == key}
     runs = []
     with tempfile.TemporaryDirectory(prefix="telos-rmexp-") as tmp:
         for seed in seeds:
             for kind in ("bt", "gcrm"):
+                if (kind, seed) in done:  # finished before a kill: kept, not retrained
+                    runs.append(done[(kind, seed)])
+                    continue
                 final = train(kind, seed, model_dir, pairs, Path(tmp) / f"{kind}-{seed}", args)
                 runs.append({"kind": kind, "seed": seed, **evaluate(kind, final, rows, args.skip)})
+                append_partial(partial, runs[-1] | {"settings": key})
                 print({k: v for k, v in runs[-1].items() if not isinstance(v, dict)}, flush=True)
 
     def mean_std(kind: str, get) -> dict:
@@ -234,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
     }
     write_json(args.out, result)
+    partial.unlink(missing_ok=True)  # the result file now holds every run
     for k, v in summary.items():
         print(f"{k:55s} {v['mean']:.3f} ± {v['std']:.3f}")
     return result

@@ -14,7 +14,7 @@ SCRIPT = REPO / "benchmarks" / "algorithms.py"
 
 def test_partial_file_survives_a_torn_last_line(tmp_path):
     sys.path.insert(0, str(REPO))
-    from benchmarks.algorithms import append_partial, read_partial
+    from benchmarks.common import append_partial, read_partial
 
     path = tmp_path / "r.partial.jsonl"
     append_partial(path, {"algo": "grpo", "seed": 0})

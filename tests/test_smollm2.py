@@ -170,7 +170,7 @@ prompts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=Fa
            for t in ("What is 12 + 7?", "Name a colour.")]
 greedy = SamplingParams(temperature=0.0, max_tokens=8)
 hf = [c.token_ids for c in make_engine("hf", model, tok).generate(prompts, greedy)]
-engine = make_engine("vllm", model, tok, kv_cache_bytes=256 << 20, max_batch_size=4)
+engine = make_engine("vllm", model, tok, kv_cache_bytes=256 << 20, max_batch_size=4, max_model_len=512)
 vl = [c.token_ids for c in engine.generate(prompts, greedy)]
 engine.close()
 print("RESULT " + json.dumps({"hf": hf, "vllm": vl}))
