@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from agents.types import AgentView, Goal, MemoryEntry, PlanRequest
 from envs.crafter.env import CrafterConfig, CrafterEnv, text_observation
 from envs.crafter.techtree import RULES, Subgoal
 from eval.suites import load_suite
-from telos.checkpoint import resolve_resume
+from telos.checkpoint import resolve_resume, write_directory_atomically
 from telos.config import to_dict
 from telos.errors import UserError
 from telos.plots import plot_metrics
@@ -304,20 +302,15 @@ def train_planner_sft(recipe: PlannerSFTRecipe, raw_config: dict | None = None) 
 
 def _save_final(r: PlannerSFTRecipe, model, tokenizer, run_dir: Path) -> Path:
     """``final/`` = model + tokenizer + the prompt settings, written atomically."""
-    final, tmp = run_dir / "final", run_dir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     to_save = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    to_save.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    settings = {
-        "instructions": r.data.instructions,
-        "max_memories": r.data.max_memories,
-        "chat": False,
-    }
-    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+    settings = {"instructions": r.data.instructions, "max_memories": r.data.max_memories, "chat": False}
+
+    def write(tmp: Path) -> None:
+        to_save.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+
+    return write_directory_atomically(run_dir / "final", write)
 
 
 def _write_report(
