@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from envs.math.answers import normalize_number
+from rewards.selection import vote_winner
 
 __all__ = ["default_ks", "majority_vote", "pass_at_k", "summarize"]
 
@@ -34,37 +34,19 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def vote_key(answer: str) -> str:
-    """The ballot an answer casts: "3", "3.0" and "3.00" are one vote; non-numbers (LaTeX,
-    words) vote as their cleaned text."""
-    return normalize_number(answer) or answer.strip()
-
-
 def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
     """Whether the majority answer is correct.
 
     ``answers[i]`` is sample i's extracted final answer (None: it states none and does not vote),
     ``correct[i]`` whether sample i was judged correct. Numbers are compared after
-    :func:`normalize_number`. Ties go to the answer that appears first; the vote is correct if
-    the first sample giving the winning answer is correct. No answer at all → False.
+    ``normalize_number`` (``rewards.selection.vote_key``). Ties go to the answer that appears
+    first; the vote is correct if the first sample giving the winning answer is correct. No
+    answer at all → False.
     """
     if len(answers) != len(correct):
         raise ValueError(f"{len(answers)} answers but {len(correct)} correctness flags")
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for i, a in enumerate(answers):
-        if a is None:
-            continue
-        key = vote_key(a)
-        if not key:
-            continue
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, i)
-    if not counts:
-        return False
-    # dicts keep insertion order and max() returns the first maximum: ties → first occurrence
-    winner = max(counts, key=counts.__getitem__)
-    return bool(correct[first[winner]])
+    winner = vote_winner(answers)
+    return winner is not None and bool(correct[winner])
 
 
 def default_ks(samples: int) -> list[int]:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from eval.metrics import majority_vote, vote_key
+from eval.metrics import majority_vote
 from rewards.rm_losses import hard_step_label
-from telos.errors import UserError
+from rewards.selection import AGGREGATIONS, aggregate_steps, best_index, goal_filter, vote_key, vote_winner
 from telos.stats import auroc
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
 
 # 0 %, 10 %, ..., 100 %: the paper's percentiles. round() so 0.3 is 0.3, not 0.30000000000000004.
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
-
-AGGREGATIONS = ("min", "last", "prod")
 
 
 # --------------------------------------------------------------------------- outcome RM
@@ -106,23 +104,6 @@ def partial_auroc(
 
 
 # --------------------------------------------------------------------------- goal filter (GC-RM)
-
-
-def goal_filter(q_values: Sequence[float], skip: int = 5, tau: float = 0.0) -> int | None:
-    """Where the goal-conditioned filter prunes an answer:
-
-        t* = min { t >= skip : Q_t < tau },   None if that set is empty (the answer survives)
-
-    ``q_values[t]`` is the goal-conditioned Q-value after token t. The first ``skip`` tokens are
-    ignored because their Q-values are noisy (the paper drops 5); a dip there never prunes. The
-    comparison is strict, so Q_t == tau survives, as in the paper's ``np.min(...) >= threshold``.
-    """
-    if skip < 0:
-        raise ValueError(f"skip must be >= 0, got {skip}")
-    for t in range(skip, len(q_values)):
-        if q_values[t] < tau:
-            return t
-    return None
 
 
 def _paper_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
@@ -257,24 +238,6 @@ def summarize_goal_filter(per_question: list[dict]) -> dict[str, float | int | N
 # --------------------------------------------------------------------------- process RM
 
 
-def aggregate_steps(step_scores: Sequence[float], how: str) -> float:
-    """One answer score from per-step PRM scores p_1..p_K:
-
-    min:  min_k p_k      (a chain is as good as its weakest step)
-    last: p_K
-    prod: Π_k p_k        (probability every step is right, if steps are independent)
-    """
-    if how not in AGGREGATIONS:
-        raise UserError(f"unknown step aggregation {how!r}; valid: {', '.join(AGGREGATIONS)}")
-    if len(step_scores) == 0:
-        raise ValueError("aggregate_steps needs at least one step score")
-    if how == "min":
-        return float(min(step_scores))
-    if how == "last":
-        return float(step_scores[-1])
-    return float(math.prod(step_scores))
-
-
 def best_of_n(scores: Sequence[float], correct: Sequence[bool]) -> bool:
     """Whether the highest-scored answer is correct: ``correct[argmax_i scores_i]``.
 
@@ -282,10 +245,8 @@ def best_of_n(scores: Sequence[float], correct: Sequence[bool]) -> bool:
     """
     if len(scores) != len(correct):
         raise ValueError(f"{len(scores)} scores but {len(correct)} correctness flags")
-    if not scores:
-        return False
-    best = max(range(len(scores)), key=lambda i: scores[i])  # max() keeps the first maximum
-    return bool(correct[best])
+    best = best_index(scores)
+    return best is not None and bool(correct[best])
 
 
 def weighted_vote(answers: Sequence[str | None], scores: Sequence[float], correct: Sequence[bool]) -> bool:
@@ -297,18 +258,8 @@ def weighted_vote(answers: Sequence[str | None], scores: Sequence[float], correc
     """
     if not len(answers) == len(scores) == len(correct):
         raise ValueError(f"{len(answers)} answers, {len(scores)} scores, {len(correct)} flags")
-    weight: dict[str, float] = {}
-    first: dict[str, int] = {}
-    for i, a in enumerate(answers):
-        key = None if a is None else vote_key(a)
-        if not key:
-            continue
-        weight[key] = weight.get(key, 0.0) + float(scores[i])
-        first.setdefault(key, i)
-    if not weight:
-        return False
-    winner = max(weight, key=weight.__getitem__)  # insertion order + first maximum: ties → first seen
-    return bool(correct[first[winner]])
+    winner = vote_winner(answers, scores)
+    return winner is not None and bool(correct[winner])
 
 
 def step_accuracy(pred: Sequence[float] | torch.Tensor, labels: Sequence[float] | torch.Tensor) -> float:

@@ -95,6 +95,21 @@ class LeanDecoder:
         return cos[:, None].to(dtype), sin[:, None].to(dtype)  # [B, 1, T, d]
 
     @torch.no_grad()
+    def prefill(self, input_ids: Tensor, mask: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
+        """Run left-padded prompts ([P, W], mask 1 on real tokens) through the model without
+        touching the decoder's cache: (next-token logits [P, V], per-layer keys and values
+        [P, kv, W, d], each row's last position [P])."""
+        w = input_ids.shape[1]
+        self.weights = self._fused()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # causal within the prompt, padding columns never attended to (a fully padded query row
+        # attends to itself so SDPA never sees an all-masked row)
+        causal = torch.ones(w, w, dtype=torch.bool, device=input_ids.device).tril()
+        attend = causal[None] & mask.bool()[:, None, :]
+        attend |= torch.eye(w, dtype=torch.bool, device=input_ids.device)[None]
+        logits, ks, vs = self._forward(input_ids, positions, attend[:, None], cache_len=0, prefill=True)
+        return logits[:, -1], ks, vs, positions[:, -1]
+
     def start(self, input_ids: Tensor, mask: Tensor, max_new: int, repeat: Tensor | None = None) -> Tensor:
         """Prefill left-padded prompts ([P, W], mask 1 on real tokens); ``repeat`` ([B] prompt
         index per row) copies each prompt's cache to its rows. Returns [B, V] next-token logits."""
@@ -102,26 +117,19 @@ class LeanDecoder:
         dtype = self.model.model.embed_tokens.weight.dtype
         device = input_ids.device
         rows = p if repeat is None else len(repeat)
-        self.weights = self._fused()
+        logits, ks, vs, last_positions = self.prefill(input_ids, mask)
         shape = (rows, self.n_kv, w + max_new, self.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.model.model.layers]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.model.model.layers]
         self.length = w
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # causal within the prompt, padding columns never attended to (a fully padded query row
-        # attends to itself so SDPA never sees an all-masked row)
-        causal = torch.ones(w, w, dtype=torch.bool, device=device).tril()
-        attend = causal[None] & mask.bool()[:, None, :]
-        attend |= torch.eye(w, dtype=torch.bool, device=device)[None]
-        logits, ks, vs = self._forward(input_ids, positions, attend[:, None], cache_len=0, prefill=True)
         index = slice(None) if repeat is None else repeat
         for layer, (k, v) in enumerate(zip(ks, vs, strict=True)):
             self.k[layer][:, :, :w] = k[index]
             self.v[layer][:, :, :w] = v[index]
         self.key_mask = torch.zeros(rows, w + max_new, dtype=torch.bool, device=device)
         self.key_mask[:, :w] = mask.bool()[index]
-        self.positions = positions[index, -1]
-        return logits[index, -1]
+        self.positions = last_positions[index]
+        return logits[index]
 
     def select(self, rows: Tensor) -> None:
         """Keep only these rows (finished ones leave the batch)."""

@@ -282,7 +282,7 @@ def build_app(
     return app
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -294,7 +294,7 @@ def _is_loopback(host: str) -> bool:
 def resolve_api_key(flag: str | None, host: str) -> str | None:
     """``--api-key`` or ``$TELOS_ROLLOUT_KEY``; required unless the server listens on loopback only."""
     key = flag or os.environ.get(KEY_ENV) or None
-    if key is None and not _is_loopback(host):
+    if key is None and not is_loopback(host):
         raise UserError(
             f"--host {host} is reachable from other machines: set a shared secret with --api-key KEY or "
             f"{KEY_ENV}=KEY (the trainer sends the same {KEY_ENV}), or use --host 127.0.0.1"

@@ -20,6 +20,7 @@ COMMANDS = {
     "check": "trainers.run:check_command",
     "recipe schema": "trainers.run:recipe_schema_command",
     "rollout-server": "rollout.server:rollout_server_command",
+    "serve": "serve.cli:serve_command",
     "eval math": "eval.math:eval_math_command",
     "eval rm": "eval.rm:eval_rm_command",
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
@@ -84,6 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--max-tokens", type=int, default=32768, help="largest sampling.max_tokens")
     rs.add_argument("--max-request-mb", type=int, default=64, help="largest /generate body (MiB)")
     rs.add_argument("--max-bucket-mb", type=int, default=1024, help="largest /weights/bucket body (MiB)")
+
+    s = sub.add_parser(
+        "serve", help="an OpenAI-compatible generation API, optionally steered by reward models"
+    )
+    s.add_argument(
+        "--policy", required=True, help="tiny:arith, smollm2:135m-instruct, a model directory or a hub id"
+    )
+    s.add_argument("--rm", action="append", metavar="NAME=PATH",
+                   help="a reward model (BT, GC-RM or PRM final/ directory) served as NAME; repeatable")  # fmt: skip
+    s.add_argument("--engine", default="hf", help="hf (continuous batching over the lean decoder) or vllm")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--api-key", default=None, help="Bearer key every route but /health needs (default: $TELOS_SERVE_KEY)"
+    )
+    s.add_argument("--served-model-name", default=None, help="the model id clients send (default: --policy)")
+    s.add_argument("--max-queue", type=int, default=256, help="generation requests in flight before 429")
+    s.add_argument("--max-n", type=int, default=64, help="largest n and steering.n")
+    s.add_argument("--max-tokens", type=int, default=4096, help="largest max_tokens")
+    s.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
+    s.add_argument("--max-prompt-tokens", type=int, default=8192, help="longest prompt (413 beyond)")
+    s.add_argument("--max-body-kb", type=int, default=1024, help="largest request body (KiB)")
+    s.add_argument("--max-batch-size", type=int, default=256, help="samples decoded together (hf engine)")
+    s.add_argument("--max-model-len", type=int, default=None, help="vLLM's context length (vllm engine)")
 
     ev = sub.add_parser("eval", help="evaluate a model")
     ev_sub = ev.add_subparsers(dest="eval_kind", required=True)

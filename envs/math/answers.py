@@ -78,7 +78,7 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def _extract_answer_is(text: str) -> str | None:
+def extract_answer_is(text: str) -> str | None:
     matches = _ANSWER_IS_RE.findall(text)
     for raw in reversed(matches):
         # Cut at the end of the sentence ("The answer is 42. Because ..."); ". " rather than "."
@@ -98,7 +98,7 @@ def extract_answer(text: str) -> str | None:
     """
     if not isinstance(text, str) or not text:
         return None
-    for extractor in (extract_hash_answer, extract_boxed, _extract_answer_is):
+    for extractor in (extract_hash_answer, extract_boxed, extract_answer_is):
         ans = extractor(text)
         if ans is not None:
             return ans

@@ -37,7 +37,7 @@ def _resolve_template(template: str) -> str:
     )
 
 
-def _render_messages(messages: list[dict[str, str]], tokenizer: Any) -> str:
+def render_messages(messages: list[dict[str, str]], tokenizer: Any) -> str:
     """A conversation as the policy's prompt text: the tokenizer's chat template with the
     generation prompt (continuing a final assistant message instead, as TRL does). A tokenizer
     without a chat template (the tiny local model, base models) gets the contents one per line,
@@ -77,7 +77,7 @@ def format_prompt(
         if template != "plain" and users:
             last = messages[users[-1]]
             last["content"] = text.replace("{prompt}", str(last["content"])).rstrip("\n")
-        return _render_messages(messages, tokenizer)
+        return render_messages(messages, tokenizer)
     # Plain replacement rather than str.format: LaTeX in templates ("\\boxed{}") is full of
     # braces that str.format would try to interpret.
     text = text.replace("{prompt}", str(question))

@@ -1,0 +1,415 @@
+"""``telos serve`` through the stock ``openai`` SDK against a live server on localhost: the
+session's tiny policy, and a BT RM, a GC-RM and a PRM trained for 2 steps by ``trainer: rm``.
+
+Covers every steering method, streaming (plain and steered), log-probs, seeds, every error
+status and the SDK exception it maps to, auth, the extensions (/v1/score, /v1/reward_models,
+/health, /metrics), client-disconnect cancellation and a 100-request mixed load test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from envs.math.procedural import generate
+from envs.math.prompts import format_prompt
+from telos.cli import build_parser
+
+KEY = "test-key"
+RM_RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "rm"
+QUESTIONS = [format_prompt(r) for r in generate("arith", "test", 6, max_value=30)]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def rm_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    from trainers.rm.train import train_rm
+    from trainers.run import load_recipe
+
+    root = tmp_path_factory.mktemp("serve-rms")
+    rows = generate("arith", "train", 16, max_value=30)
+    pairs = _jsonl(root / "pairs.jsonl", [
+        {"prompt": format_prompt(r), "chosen": r["solution"], "rejected": r["solution"] + "1"} for r in rows
+    ])  # fmt: skip
+    steps = _jsonl(root / "steps.jsonl", [
+        {"prompt": format_prompt(r), "completions": r["solution"].split("\n"),
+         "labels": [1.0] * len(r["solution"].split("\n"))} for r in rows
+    ])  # fmt: skip
+    out = {}
+    for kind in ("bt", "gcrm", "prm"):
+        data = steps if kind == "prm" else pairs
+        overrides = [f"model.name_or_path={tiny_model_dir}", f"data.train={data}", "data.test=null",
+                     f"output_dir={root / kind}", "train.steps=2", "train.batch_size=4",
+                     "train.micro_batch_size=4", "report_to=[]"]  # fmt: skip
+        recipe, raw = load_recipe(str(RM_RECIPES / f"{kind}_tiny.yaml"), overrides)
+        train_rm(recipe, raw)
+        out[kind] = root / kind / "final"
+    return out
+
+
+class LiveServer:
+    def __init__(self, argv: list[str]) -> None:
+        import uvicorn
+
+        from serve.app import build_app
+        from serve.cli import build_state
+
+        self.state = build_state(build_parser().parse_args(["serve", *argv]))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(build_app(self.state), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str | None = KEY, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "none", max_retries=0, **kw)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, rm_dirs):
+    argv = ["--policy", str(tiny_model_dir), "--served-model-name", "tiny", "--api-key", KEY,
+            "--max-tokens", "256", "--max-prompt-tokens", "200", "--max-body-kb", "64"]  # fmt: skip
+    for kind, path in rm_dirs.items():
+        argv += ["--rm", f"{kind}={path}"]
+    live = LiveServer(argv)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return server.client()
+
+
+def chat(client, content=QUESTIONS[0], **kw):
+    kw.setdefault("max_tokens", 24)
+    return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}], **kw)
+
+
+def steering_of(response) -> dict:
+    return response.model_extra["steering"]
+
+
+# ------------------------------------------------------------------------------ plain OpenAI
+
+
+def test_models_and_plain_completions(client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    r = chat(client, n=3, temperature=1.0, seed=7)
+    assert len(r.choices) == 3 and [c.index for c in r.choices] == [0, 1, 2]
+    assert (
+        r.usage.completion_tokens >= 3
+        and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    )
+    again = chat(client, n=3, temperature=1.0, seed=7)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
+    assert "steering" not in (r.model_extra or {})
+    c = client.completions.create(model="tiny", prompt=QUESTIONS[1], max_tokens=3, temperature=0, logprobs=2)
+    assert c.choices[0].finish_reason in ("stop", "length") and c.usage.completion_tokens <= 3
+    lp = c.choices[0].logprobs
+    assert len(lp.token_logprobs) == c.usage.completion_tokens and all(v <= 0 for v in lp.token_logprobs)
+    assert all(len(top) <= 2 for top in lp.top_logprobs)
+
+
+def test_chat_logprobs_stop_and_streaming_equal_the_plain_answer(client):
+    full = chat(client, temperature=0, max_tokens=20, logprobs=True, top_logprobs=2)
+    text = full.choices[0].message.content
+    content = full.choices[0].logprobs.content
+    assert len(content) == full.usage.completion_tokens
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= t.top_logprobs[0].logprob + 1e-6 for t in content)
+    parts, usage, reasons = [], None, []
+    for ch in chat(client, temperature=0, max_tokens=20, stream=True, stream_options={"include_usage": True}):
+        if ch.usage is not None:
+            usage = ch.usage
+        for c in ch.choices:
+            parts.append(c.delta.content or "")
+            reasons.append(c.finish_reason)
+    assert "".join(parts) == text
+    assert (
+        usage.completion_tokens == full.usage.completion_tokens
+        and reasons[-1] == full.choices[0].finish_reason
+    )
+    if len(text) > 3:  # a stop string cuts the text before it, as vLLM does
+        cut = chat(client, temperature=0, max_tokens=20, stop=[text[2:4]])
+        assert cut.choices[0].message.content == text[: text.find(text[2:4])]
+        assert cut.choices[0].finish_reason == "stop"
+
+
+# ------------------------------------------------------------------------------ steering
+
+
+@pytest.mark.parametrize(
+    "steering",
+    [
+        {"method": "majority", "n": 4},
+        {"method": "best_of_n", "n": 4, "rm": "bt"},
+        {"method": "best_of_n", "n": 3, "rm": "prm", "aggregate": "prod"},
+        {"method": "weighted_vote", "n": 4, "rm": "gcrm"},
+        {"method": "gcrm_prune", "n": 4, "rm": "gcrm", "threshold": -1.0, "aggregate": "weighted"},
+        {"method": "prm_beam", "n": 4, "rm": "prm", "beam": {"width": 2, "iterations": 3}},
+    ],
+    ids=lambda s: f"{s['method']}-{s.get('rm', '')}",
+)
+def test_every_method_returns_an_original_candidate(client, steering):
+    r = chat(
+        client, max_tokens=32, seed=3, extra_body={"steering": {**steering, "return": {"candidates": True}}}
+    )
+    s = steering_of(r)
+    assert s["method"] == steering["method"] and len(r.choices) == 1
+    cands = s["candidates"]
+    chosen = cands[s["selected_index"]]
+    assert r.choices[0].message.content == chosen["text"]
+    assert r.usage.completion_tokens == s["tokens_generated"] >= sum(c["tokens"] for c in cands) > 0
+    if steering.get("rm"):
+        assert s["rm_calls"] >= 1 and all(c["score"] is not None for c in cands if c["status"] == "finished")
+    if steering["method"] == "gcrm_prune":  # τ = −1 never prunes: the plain vote over all
+        assert s["kept"] == 4 and s["pruned"] == 0
+
+
+def test_gcrm_prune_stops_samples_online(client):
+    """τ = 1 prunes every sample at its first check (cos < 1); the last one standing is kept.
+    Pruned samples stop generating: their token counts stay far below max_tokens."""
+    steering = {"method": "gcrm_prune", "n": 6, "rm": "gcrm", "threshold": 1.0, "skip": 2, "check_every": 2,
+                "return": {"candidates": True, "q_trace": True}}  # fmt: skip
+    r = chat(client, QUESTIONS[2], max_tokens=200, temperature=1.0, seed=1, extra_body={"steering": steering})
+    s = steering_of(r)
+    cands = s["candidates"]
+    pruned = [c for c in cands if c["status"] == "pruned"]
+    assert s["kept"] == 1 and s["pruned"] == 5 and not s["all_pruned"]
+    assert cands[s["selected_index"]]["status"] == "finished"
+    for c in pruned:
+        assert c["pruned_at_token"] == 4 and c["min_q"] < 1.0 and len(c["q_trace"]) >= 3
+        assert c["tokens"] < 200  # tokens still in flight when the abort landed are counted, not hidden
+    assert s["tokens_generated"] == r.usage.completion_tokens == sum(c["tokens"] for c in cands)
+    with pytest.raises(openai.UnprocessableEntityError, match="pruned"):
+        chat(client, max_tokens=40, extra_body={"steering": {**steering, "on_all_pruned": "error"}})
+    best = chat(client, max_tokens=40, extra_body={"steering": {**steering, "on_all_pruned": "best_min_q"}})
+    assert steering_of(best)["all_pruned"] and steering_of(best)["kept"] == 0
+
+
+def test_budget_caps_generated_tokens(client):
+    steering = {"method": "majority", "n": 8, "budget": {"max_total_tokens": 20}}
+    s = steering_of(chat(client, max_tokens=100, extra_body={"steering": steering}))
+    assert s["tokens_generated"] <= 20 + 8  # each live sample may have one token in flight
+
+
+def test_steered_stream_sends_progress_then_the_selected_answer(server, client):
+    steering = {"method": "gcrm_prune", "n": 4, "rm": "gcrm", "threshold": 1.0, "skip": 1, "check_every": 1}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": QUESTIONS[3]}], "max_tokens": 40,
+            "stream": True, "stream_options": {"include_usage": True}, "steering": steering}  # fmt: skip
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as resp:  # fmt: skip
+        lines = [line for line in resp.iter_lines() if line]
+    assert any(line.startswith(": progress") for line in lines)
+    data = [line[6:] for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    final = chunks[-2]
+    assert final["choices"][0]["finish_reason"] in ("stop", "length") and "steering" in final
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    selected = final["steering"]["candidates"][final["steering"]["selected_index"]]
+    assert text == selected["text"]
+    # the SDK reads the same stream
+    sdk = list(chat(client, max_tokens=40, stream=True, extra_body={"steering": steering}))
+    assert "steering" in sdk[-1].model_extra
+
+
+# ------------------------------------------------------------------------------ extensions
+
+
+def test_score_reward_models_health_metrics(server, client):
+    listed = client.get("/reward_models", cast_to=object)
+    assert {m["id"]: m["kind"] for m in listed["data"]} == {"bt": "bt", "gcrm": "gcrm", "prm": "prm"}
+    bt = client.post("/score", body={"rm": "bt", "prompt": QUESTIONS[0], "response": "12"}, cast_to=object)
+    assert isinstance(bt["score"], float)
+    gc = client.post(
+        "/score", body={"rm": "gcrm", "prompt": QUESTIONS[0], "response": "1+2=3"}, cast_to=object
+    )
+    assert len(gc["q"]) >= 2 and all(-1.0 <= q <= 1.0 for q in gc["q"])
+    prm = client.post(
+        "/score", body={"rm": "prm", "prompt": QUESTIONS[0], "response": "1+2=3\n3+4=7"}, cast_to=object
+    )
+    assert prm["steps"] == ["1+2=3", "3+4=7"] and len(prm["step_scores"]) == 2
+    health = httpx.get(f"{server.url}/health")  # open without the key
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert "telos_requests_total" in metrics and "telos_tokens_generated_total" in metrics
+    assert "telos_request_latency_seconds_bucket" in metrics
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        (
+            {"extra_body": {"steering": {"method": "gcrm_prune", "rm": "gcrm", "threshold": 3}}},
+            "steering.threshold",
+        ),
+        ({"extra_body": {"steering": {"method": "vote"}}}, "steering.method"),
+        ({"extra_body": {"steering": {"method": "majority", "n": 0}}}, "steering.n"),
+        (
+            {"extra_body": {"steering": {"method": "prm_beam", "rm": "prm", "n": 3, "beam": {"width": 2}}}},
+            "steering.beam.width",
+        ),
+        ({"extra_body": {"steering": {"method": "gcrm_prune", "rm": "bt"}}}, "steering.rm"),
+        ({"extra_body": {"steering": {"method": "majority", "bogus": 1}}}, "steering.bogus"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 10_000}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 2, "extra_body": {"steering": {"method": "majority"}}}, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_field(client, kwargs, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(client, **kwargs)
+    assert e.value.body["param"] == param and e.value.body["type"] == "invalid_request_error"
+
+
+def test_error_statuses_map_to_sdk_exceptions(server, client):
+    with pytest.raises(openai.AuthenticationError):
+        chat(server.client(key="wrong"))
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401  # no Authorization header at all
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        chat(client, extra_body={"steering": {"method": "best_of_n", "rm": "nope"}})
+    with pytest.raises(openai.APIStatusError) as e:  # prompt over --max-prompt-tokens
+        chat(client, content="1 + 2 " * 400)
+    assert e.value.status_code == 413
+    with pytest.raises(openai.APIStatusError) as e:  # body over --max-body-kb
+        chat(client, content="x" * 70_000)
+    assert e.value.status_code == 413
+    limits = server.state.limits
+    server.state.limits = replace(limits, max_queue=0)
+    try:
+        with pytest.raises(openai.RateLimitError) as e:
+            chat(client)
+        assert e.value.response.headers["retry-after"] == "1"
+    finally:
+        server.state.limits = limits
+
+
+def test_malformed_requests_never_get_a_500(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    bodies = [b"{not json", b"[]", b'"x"', b"null", b'{"model": "tiny"}', b'{"model": 3, "messages": []}',
+              b'{"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}',
+              b'{"model": "tiny", "messages": [{"role": "user", "content": 5}]}',
+              b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "steering": 3}',
+              b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": "two"}',
+              b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "seed": 1.5}',
+              b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream_options": []}',
+              b'{"model": "tiny", "prompt": ["a", "b"]}', b'\xff\xfe']  # fmt: skip
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/score"):
+        for body in bodies:
+            r = httpx.post(f"{server.url}{path}", content=body, headers=headers)
+            assert 400 <= r.status_code < 500, (path, body, r.text)
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(f"{server.url}/v1/nothing", headers=headers).status_code == 404
+
+
+def test_backend_down_is_503(tiny_model_dir):
+    live = LiveServer(["--policy", str(tiny_model_dir), "--served-model-name", "tiny"])
+    try:
+        live.state.engine.batcher.close()
+        with pytest.raises(openai.InternalServerError) as e:
+            chat(live.client())
+        assert e.value.status_code == 503
+        assert httpx.get(f"{live.url}/health").status_code == 503
+    finally:
+        live.stop()
+
+
+# ------------------------------------------------------------------------------ cancellation, load
+
+
+def _wait_idle(server, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        h = httpx.get(f"{server.url}/health").json()
+        if h["running"] == 0 and h["waiting"] == 0:
+            return h
+        assert time.monotonic() < deadline, f"samples still generating after the client left: {h}"
+        time.sleep(0.05)
+
+
+def test_client_disconnect_aborts_its_samples(server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {
+        "model": "tiny",
+        "prompt": QUESTIONS[4],
+        "max_tokens": 250,
+        "temperature": 2.0,
+        "n": 4,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, headers=headers, timeout=60) as resp:
+        next(resp.iter_lines())
+    _wait_idle(server)
+    steered = {**body, "stream": False, "n": 1, "steering": {"method": "majority", "n": 8}}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up: the server drops the request
+        httpx.post(f"{server.url}/v1/completions", json=steered, headers=headers, timeout=0.3)
+    _wait_idle(server)
+    metrics = httpx.get(f"{server.url}/metrics", headers=headers).text
+    cancelled = [line for line in metrics.splitlines() if line.startswith("telos_requests_cancelled_total")]
+    assert cancelled and float(cancelled[0].split()[-1]) >= 2
+
+
+def test_load_100_concurrent_mixed_requests(server, capsys):
+    async def main() -> list[tuple[float, int]]:
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=300)
+
+        async def one(i: int) -> tuple[float, int]:
+            start = time.perf_counter()
+            extra = (
+                {"steering": {"method": "gcrm_prune", "n": 4, "rm": "gcrm", "threshold": 0.0}}
+                if i % 3 == 0
+                else {}
+            )
+            await client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                max_tokens=24, extra_body=extra,
+            )  # fmt: skip
+            return time.perf_counter() - start, 200
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(100)))
+        finally:
+            await client.close()
+
+    results = asyncio.run(main())  # any 4xx/5xx raises inside gather and fails the test
+    latencies = sorted(t for t, _ in results)
+    p50, p95 = statistics.median(latencies), latencies[94]
+    with capsys.disabled():
+        print(f"\n100 concurrent requests (1/3 gcrm_prune n=4): p50 {p50:.2f} s, p95 {p95:.2f} s")
+    assert len(results) == 100
+    _wait_idle(server)
