@@ -197,4 +197,9 @@ class VLLMServeEngine(ServeEngine):
 
     async def close(self) -> None:
         if self.engine is not None:
-            self.engine.shutdown()
+            engine, self.engine = self.engine, None
+            engine.shutdown()
+            del engine  # its __del__ shuts down again: let it run now, not at interpreter exit
+            import gc
+
+            gc.collect()
