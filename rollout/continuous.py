@@ -43,6 +43,7 @@ class StreamParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None  # None: none; 0: the sampled token's; k: also the top k
+    ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
@@ -215,7 +216,7 @@ class ContinuousBatcher:
             self.dispatch(events)
 
     def _finished(self, stream: Stream, token: int) -> FinishEvent | None:
-        if token == self.eos:
+        if token == self.eos and not stream.params.ignore_eos:
             return FinishEvent("stop")
         if stream.params.stop:
             tail = self.tokenizer.decode(stream.tokens[-STOP_TAIL:])

@@ -29,6 +29,7 @@ from serve.protocol import (
     parse_request,
 )
 from serve.responses import (
+    EventStream,
     choice,
     chunk,
     completion_object,
@@ -63,7 +64,7 @@ def build_app(state: ServerState):
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @asynccontextmanager
@@ -220,7 +221,7 @@ def build_app(state: ServerState):
         rid = new_id(kind)
         if req.stream:
             gen = stream_steered(run, req, rid) if req.steering else stream_plain(run, req, rid)
-            return StreamingResponse(_counted(gen), media_type="text/event-stream")
+            return EventStream(_counted(gen))
         state.inflight += 1
         try:
             task = asyncio.ensure_future(respond(run, req, rid))

@@ -154,6 +154,7 @@ class VLLMServeEngine(ServeEngine):
             stop=list(params.stop) or None,
             seed=params.seed,
             logprobs=params.logprobs,
+            ignore_eos=params.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         sample = SampleStream(lambda: asyncio.ensure_future(self.engine.abort(rid)))

@@ -265,11 +265,12 @@ CHAT_KEYS = {
     "stop", "seed", "logprobs", "top_logprobs", "stream", "stream_options", "steering", "user",
     "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "tools", "tool_choice",
     "parallel_tool_calls", "metadata", "store", "service_tier", "modalities", "reasoning_effort",
+    "ignore_eos",
 }  # fmt: skip
 COMPLETION_KEYS = {
     "model", "prompt", "n", "temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "logprobs",
     "stream", "stream_options", "steering", "user", "presence_penalty", "frequency_penalty", "echo",
-    "logit_bias", "best_of", "suffix",
+    "logit_bias", "best_of", "suffix", "ignore_eos",
 }  # fmt: skip
 UNSUPPORTED = {"tools": None, "tool_choice": None, "response_format": None, "suffix": None, "best_of": 1}
 
@@ -353,6 +354,7 @@ def parse_request(body: Any, kind: str, limits: Limits) -> GenerationRequest:
         stop=_stop(body),
         seed=_int(body, "seed", None, -(2**63), 2**63 - 1),
         logprobs=logprobs,
+        ignore_eos=_bool(body, "ignore_eos", False),
     )
     n = _int(body, "n", 1, 1, limits.max_n)
     options = _object(body, "stream_options")

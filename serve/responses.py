@@ -8,6 +8,8 @@ import time
 import uuid
 from typing import Any
 
+from starlette.responses import Response
+
 from rollout.continuous import TokenEvent
 from serve.steering import Candidate, Run, Selection
 
@@ -89,9 +91,10 @@ def completion_object(kind: str, rid: str, model: str, choices: list[dict], use:
 
 
 def chunk(kind: str, rid: str, model: str, index: int, text: str | None, reason: str | None, **extra) -> dict:
+    first = extra.pop("first", False)
     if kind == "chat":
         delta: dict[str, Any] = {} if text is None else {"content": text}
-        if extra.pop("first", False):
+        if first:
             delta["role"] = "assistant"
         ch = {
             "index": index,
@@ -161,3 +164,47 @@ def steering_report(run: Run, selection: Selection, total_s: float) -> dict[str,
     if spec.return_candidates or spec.return_q_trace:
         out["candidates"] = [c.report(spec.return_q_trace, spec.return_candidates) for c in cands]
     return out
+
+
+class EventStream(Response):
+    """An SSE response that notices a client leaving while it waits for the next event.
+
+    Starlette's StreamingResponse, under an ASGI 2.4 server (uvicorn), only learns of a
+    disconnect when a write fails, and then leaves the generator to the garbage collector, so
+    the samples behind it would keep generating. Here a listener waits for ``http.disconnect``
+    beside the writer; whichever ends first, the body generator is closed at once (its
+    ``finally`` aborts the samples)."""
+
+    def __init__(self, body) -> None:  # noqa: D107 - Response's own init would render a body
+        self.body = body
+        self.background = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+
+        async def write() -> None:
+            headers = [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async for part in self.body:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        writer, listener = asyncio.ensure_future(write()), asyncio.ensure_future(listen())
+        try:
+            done, _ = await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and not writer.cancelled():
+                exc = writer.exception()
+                if exc is not None and not isinstance(exc, OSError):  # OSError: the client went away
+                    raise exc
+        finally:
+            for task in (writer, listener):
+                task.cancel()
+            await asyncio.gather(writer, listener, return_exceptions=True)
+            await self.body.aclose()

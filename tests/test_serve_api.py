@@ -69,6 +69,10 @@ def test_models_and_plain_completions(client):
     lp = c.choices[0].logprobs
     assert len(lp.token_logprobs) == c.usage.completion_tokens and all(v <= 0 for v in lp.token_logprobs)
     assert all(len(top) <= 2 for top in lp.top_logprobs)
+    fixed = client.completions.create(
+        model="tiny", prompt=QUESTIONS[1], max_tokens=30, extra_body={"ignore_eos": True}
+    )
+    assert fixed.usage.completion_tokens == 30 and fixed.choices[0].finish_reason == "length"
 
 
 def test_chat_logprobs_stop_and_streaming_equal_the_plain_answer(client):
@@ -298,26 +302,30 @@ def _wait_idle(server, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
+def _cancelled(server) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    line = next(x for x in metrics.splitlines() if x.startswith("telos_requests_cancelled_total"))
+    return float(line.split()[-1])
+
+
 def test_client_disconnect_aborts_its_samples(server):
+    """A streaming client that closes, and a waiting client that times out, cancel their
+    requests (16 samples × 250 tokens each, EOS ignored, would run for seconds): the counter moves and the
+    engine empties."""
     headers = {"Authorization": f"Bearer {KEY}"}
-    body = {
-        "model": "tiny",
-        "prompt": QUESTIONS[4],
-        "max_tokens": 250,
-        "temperature": 2.0,
-        "n": 4,
-        "stream": True,
-    }
-    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, headers=headers, timeout=60) as resp:
-        next(resp.iter_lines())
+    body = {"model": "tiny", "prompt": QUESTIONS[4], "max_tokens": 250, "n": 16, "ignore_eos": True}
+    before = _cancelled(server)
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True}, headers=headers,
+                      timeout=60) as resp:  # fmt: skip
+        assert resp.status_code == 200
+        next(resp.iter_lines())  # dropping the line iterator closes the connection
     _wait_idle(server)
-    steered = {**body, "stream": False, "n": 1, "steering": {"method": "majority", "n": 8}}
+    assert _cancelled(server) == before + 1
+    steered = {**body, "n": 1, "steering": {"method": "majority", "n": 16}}
     with pytest.raises(httpx.ReadTimeout):  # the client gives up: the server drops the request
         httpx.post(f"{server.url}/v1/completions", json=steered, headers=headers, timeout=0.3)
     _wait_idle(server)
-    metrics = httpx.get(f"{server.url}/metrics", headers=headers).text
-    cancelled = [line for line in metrics.splitlines() if line.startswith("telos_requests_cancelled_total")]
-    assert cancelled and float(cancelled[0].split()[-1]) >= 2
+    assert _cancelled(server) == before + 2
 
 
 def test_load_100_concurrent_mixed_requests(server, capsys):
