@@ -37,10 +37,10 @@ from benchmarks.common import (  # noqa: E402
     set_offline,
     write_json,
 )
+from trainers.common.recipe_data import ADDITIONS, SMOLLM2_SAMPLING  # noqa: E402
 
 set_offline()
 
-_ADD = "min_terms=2&max_terms=2&min_digits=1&max_digits=2&operators=%2B&allow_negation=false&allow_parentheses=false"
 # --setting presets: what the policy answers, how, and how the RMs train on its pairs
 SETTINGS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -60,17 +60,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # train their top 4 of 30 layers (rm.train_layers), which a 2-core CPU can afford
     "smollm2": {
         "model": "smollm2:135m-instruct",
-        "train_spec": f"reasoning-gym:basic_arithmetic?size=200&seed=1&{_ADD}",
-        "test_spec": f"reasoning-gym:basic_arithmetic?size=40&seed=7&{_ADD}",
-        "data_args": [
-            "--max-tokens",
-            "64",
-            "--temperature",
-            "0.7",
-            "--chat",
-            "--template",
-            "{prompt}\nWork it out step by step, then finish with: The answer is <number>.",
-        ],
+        "train_spec": f"reasoning-gym:basic_arithmetic?size=200&seed=1&{ADDITIONS}",
+        "test_spec": f"reasoning-gym:basic_arithmetic?size=40&seed=7&{ADDITIONS}",
+        "data_args": list(SMOLLM2_SAMPLING),
         "recipe": "{kind}_tiny.yaml",
         "rm_overrides": [
             "rm.train_layers=4",

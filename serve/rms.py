@@ -5,6 +5,10 @@ A call (``score``, ``prefix_q``, ``step_scores``) joins the pending batch of its
 operation; the batch runs one event-loop iteration later, after every request woken by the same
 decode step has added its call, in a single worker thread (RM forwards never run two at once,
 so they do not fight the decode thread for more than one core's worth of threads).
+
+A GC-RM that shares the policy's tokenizer scores prefixes incrementally: each sample keeps
+the RM trunk's KV cache over the tokens it has scored (``QState``), so a check every k tokens
+costs k new token positions, not a forward over the whole prompt and answer again.
 """
 
 from __future__ import annotations
@@ -69,6 +73,15 @@ class LoadedRM:
 
 
 @dataclass
+class QState:
+    """One sample's incremental GC-RM state: the trunk's KV cache and Q_t of every position
+    scored so far (prompt positions included)."""
+
+    cache: Any = None
+    q: list[float] = field(default_factory=list)
+
+
+@dataclass
 class _Pending:
     items: list[tuple[tuple, asyncio.Future]] = field(default_factory=list)
     scheduled: bool = False
@@ -125,6 +138,19 @@ class RMPool:
     async def full_q(self, rm: LoadedRM, prompt: str, completion: str) -> list[float]:
         return await self._call(rm, "full_q", (prompt, completion))
 
+    async def q_incremental(
+        self, rm: LoadedRM, state: QState, ids: list[int], prompt_len: int
+    ) -> list[float]:
+        """Q_t of ``ids[prompt_len:]``, computing only the positions ``state`` has not seen."""
+        return await self._call(rm, "q_ids", (state, ids, prompt_len))
+
+    def shares_tokenizer(self, rm: LoadedRM, tokenizer) -> bool:
+        """Whether the RM reads the policy's token ids as they are (same vocabulary), so
+        generated ids can be scored without decoding and re-tokenizing."""
+        a, b = rm.model.tokenizer, tokenizer
+        probe = "The answer is 42.\n  Check: 6 × 7 = 42"
+        return len(a) == len(b) and a(probe)["input_ids"] == b(probe)["input_ids"]
+
     async def _call(self, rm: LoadedRM, op: str, args: tuple):
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -169,9 +195,33 @@ class RMPool:
                 return [q[:-1] if drop_eos and len(q) > 1 else q for q in qs]
 
             return prefix
+        if op == "q_ids":
+            return lambda batch: [incremental_q(m, state, ids, start) for state, ids, start in batch]
         if op == "steps":
             return lambda batch: m.step_scores([p for p, _ in batch], [s for _, s in batch])
         raise ValueError(op)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def incremental_q(rm: GoalConditionedRM, state: QState, ids: list[int], prompt_len: int) -> list[float]:
+    """Extend ``state`` to cover ``ids`` (one trunk forward over the new positions through its
+    KV cache) and return Q_t = cos(h_t, g) for the response positions ``ids[prompt_len:]``."""
+    import torch
+    from transformers import DynamicCache
+
+    from rewards.rm_losses import q_values
+
+    done = len(state.q)
+    if len(ids) > done:
+        if state.cache is None:
+            state.cache = DynamicCache()
+        new = torch.tensor([ids[done:]], device=rm.device)
+        positions = torch.arange(done, len(ids), device=rm.device)[None]
+        with torch.no_grad():
+            hidden = rm.net.trunk(
+                input_ids=new, position_ids=positions, past_key_values=state.cache, use_cache=True
+            ).last_hidden_state
+        state.q += q_values(hidden[0].float(), rm.goal).tolist()
+    return state.q[prompt_len : len(ids)]

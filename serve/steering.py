@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs.math.answers import extract_answer, extract_answer_is, extract_boxed, extract_hash_answer
+from rewards.preferences import appends_eos
 from rewards.selection import aggregate_steps, best_index, goal_filter, vote_tally, vote_winner
 from rollout.continuous import FinishEvent, StreamParams, TokenEvent
 from serve.engines import ServeEngine
 from serve.protocol import APIError, SteeringSpec
-from serve.rms import LoadedRM, RMPool
+from serve.rms import LoadedRM, QState, RMPool
 from telos.registry import Registry
 
 EXTRACTORS: dict[str, Callable[[str], str | None]] = {
@@ -287,17 +288,35 @@ async def gcrm_prune(run: Run) -> Selection:
             return False
         return True
 
+    tok = run.engine.tokenizer
+    same_ids = run.pool.shares_tokenizer(rm, tok)
+    eos = rm.model.tokenizer.eos_token_id if appends_eos(rm.model.tokenizer) else None
+    states = {c: QState() for c in range(spec.n)}
+
+    async def prefix_q(cand: Candidate, final: bool) -> list[float]:
+        if not same_ids:  # decode and let the RM tokenize, as it was trained
+            if final:
+                return await run.pool.full_q(rm, run.prompt_text, cand.text)
+            return await run.pool.prefix_q(rm, run.prompt_text, run.decode(cand.token_ids))
+        body = cand.token_ids
+        if final:  # the finished answer ends with EOS, as the RM saw answers in training
+            body = body[:-1] if body and body[-1] == tok.eos_token_id else body
+            body = body + ([eos] if eos is not None else [])
+        ids = run.prompt_ids + body
+        return await run.pool.q_incremental(rm, states[cand.index], ids, len(run.prompt_ids))
+
     async def monitor(cand: Candidate) -> bool:
-        q = await run.timed(run.pool.prefix_q(rm, run.prompt_text, run.decode(cand.token_ids)))
-        return judge(cand, q)
+        return judge(cand, await run.timed(prefix_q(cand, final=False)))
 
     async def sample_and_check(cand: Candidate) -> None:
-        await sample(run, cand, run.prompt_ids, seeded_params(run.params, cand.index), monitor)
-        if cand.status == "finished":  # the tokens after the last check, EOS included
-            q = await run.timed(run.pool.full_q(rm, run.prompt_text, cand.text))
-            if judge(cand, q):
+        try:
+            await sample(run, cand, run.prompt_ids, seeded_params(run.params, cand.index), monitor)
+            # a finished answer gets its last check: the tokens after the last one, EOS included
+            if cand.status == "finished" and judge(cand, await run.timed(prefix_q(cand, final=True))):
                 cand.status = "filtered"
                 run.progress()
+        finally:
+            states.pop(cand.index, None)  # frees the RM's KV cache of this sample
 
     run.candidates = [Candidate(i) for i in range(spec.n)]
     await asyncio.gather(*(sample_and_check(c) for c in run.candidates))

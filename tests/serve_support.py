@@ -26,6 +26,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def train_tiny_rms(tiny_model_dir: Path, root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
     from trainers.rm.train import train_rm
     from trainers.run import load_recipe
 

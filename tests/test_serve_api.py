@@ -357,3 +357,20 @@ def test_load_100_concurrent_mixed_requests(server, capsys):
         print(f"\n100 concurrent requests (1/3 gcrm_prune n=4): p50 {p50:.2f} s, p95 {p95:.2f} s")
     assert len(results) == 100
     _wait_idle(server)
+
+
+def test_incremental_gcrm_q_equals_the_full_forward(rm_dirs):
+    """gcrm_prune's incremental Q (the RM trunk's KV cache, a few new tokens per check) is the
+    Q the full forward of ``GoalConditionedRM.q_values`` gives, position by position."""
+    from rewards.preferences import response_ids
+    from rewards.reward_model import GoalConditionedRM
+    from serve.rms import QState, incremental_q
+
+    rm = GoalConditionedRM.from_pretrained(rm_dirs["gcrm"], device="cpu")
+    prompt, answer = QUESTIONS[0], "12+5=17\n17+3=20\n#### 20"
+    full = rm.q_values([prompt], [answer])[0]
+    ids, start = response_ids(rm.tokenizer, prompt, answer)
+    state = QState()
+    for cut in (start + 2, start + 5, len(ids) - 1, len(ids)):  # checks at growing prefixes
+        got = incremental_q(rm, state, ids[:cut], start)
+        assert got == pytest.approx(full[: cut - start], abs=1e-5)

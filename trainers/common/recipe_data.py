@@ -22,7 +22,11 @@ from pathlib import Path
 from telos.errors import UserError
 
 SCHEME = "tiny-data:"
+SCHEMES = (SCHEME, "recipe-data:")  # the second reads better for builds sampled from a real model
 _ARITH = "max_value=50&max_operand=9"  # the tiny model's problem distribution (trainers/common/tiny.py)
+ADDITIONS = "min_terms=2&max_terms=2&min_digits=1&max_digits=2&operators=%2B&allow_negation=false&allow_parentheses=false"
+STEP_BY_STEP = "{prompt}\nWork it out step by step, then finish with: The answer is <number>."
+SMOLLM2_SAMPLING = ("--max-tokens", "64", "--temperature", "0.7", "--chat", "--template", STEP_BY_STEP)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class DataBuild:
     command: str
     args: tuple[str, ...]
     files: dict[str, str] = field(default_factory=dict)
-    uses_tiny_model: bool = True
+    uses_tiny_model: bool = True  # samples from a policy (``model``); False: a scripted agent
+    model: str = "tiny:arith"
 
 
 BUILDS: dict[str, DataBuild] = {
@@ -63,6 +68,32 @@ BUILDS: dict[str, DataBuild] = {
         ),
         {"steps.jsonl": "--out"},
     ),
+    # SmolLM2-135M-Instruct answering 1-2-digit additions step by step (recipes/serve/): the
+    # same command lines as `benchmarks/rm_goal_experiment.py --setting smollm2`
+    "smollm2-preferences-train": DataBuild(
+        "preferences",
+        ("--data", f"reasoning-gym:basic_arithmetic?size=200&seed=1&{ADDITIONS}", *SMOLLM2_SAMPLING),
+        {"pairs.jsonl": "--out"},
+        model="smollm2:135m-instruct",
+    ),
+    "smollm2-steps-train": DataBuild(
+        "process-labels",
+        (
+            "--data",
+            f"reasoning-gym:basic_arithmetic?size=30&seed=3&{ADDITIONS}",
+            "--solutions",
+            "2",
+            "--rollouts",
+            "4",
+            "--max-tokens",
+            "64",
+            "--chat",
+            "--template",
+            STEP_BY_STEP,
+        ),
+        {"steps.jsonl": "--out"},
+        model="smollm2:135m-instruct",
+    ),  # fmt: skip
     "crafter-play": DataBuild(
         "crafter-play", ("--episodes", "200"), {"play.npz": "--out"}, uses_tiny_model=False
     ),
@@ -70,7 +101,7 @@ BUILDS: dict[str, DataBuild] = {
 
 
 def is_recipe_data(spec: object) -> bool:
-    return isinstance(spec, str) and spec.startswith(SCHEME)
+    return isinstance(spec, str) and spec.startswith(SCHEMES)
 
 
 def _valid() -> str:
@@ -80,7 +111,8 @@ def _valid() -> str:
 def parse_recipe_data(spec: str) -> tuple[str, str]:
     """``tiny-data:BUILD/FILE`` → (BUILD, FILE); an unknown name is a UserError listing the
     valid ones. Pure: touches neither disk nor models."""
-    build, _, name = spec[len(SCHEME) :].partition("/")
+    prefix = next(p for p in SCHEMES if spec.startswith(p))
+    build, _, name = spec[len(prefix) :].partition("/")
     if build not in BUILDS or name not in BUILDS[build].files:
         raise UserError(f"unknown recipe data {spec!r}; valid: {_valid()}")
     return build, name
@@ -114,10 +146,14 @@ def resolve_recipe_data(spec: str) -> str:
     name, file = parse_recipe_data(spec)
     build = BUILDS[name]
     model = None
-    if build.uses_tiny_model:
+    if build.uses_tiny_model and build.model.startswith("tiny:"):
         from trainers.common.tiny import resolve_tiny
 
-        model = resolve_tiny("tiny:arith")
+        model = resolve_tiny(build.model)
+    elif build.uses_tiny_model:
+        from telos.pretrained import resolve_model
+
+        model = resolve_model(build.model)
     # keyed by the command and the model it samples from: a changed build is a new entry
     key = hashlib.sha1(
         json.dumps([build.command, build.args, model and Path(model).name]).encode()
