@@ -31,10 +31,11 @@ def resolve_policy(name: str) -> str:
 def build_state(args: argparse.Namespace):
     from serve.app import ServerState
     from serve.engines import SERVE_ENGINES
-    from serve.rms import RMPool, parse_rm_flags
+    from serve.rms import RMPool, check_rm_paths, parse_rm_flags
     from telos.models import load_model, load_tokenizer
 
     rms = parse_rm_flags(args.rm or [])
+    check_rm_paths(rms)
     engine_cls = SERVE_ENGINES.get(args.engine)
     model_dir = resolve_policy(args.policy)
     tokenizer = load_tokenizer(model_dir)
@@ -54,7 +55,16 @@ def build_state(args: argparse.Namespace):
     return ServerState(engine, RMPool(rms), name, args.engine, limits, key)
 
 
+def require_serving_packages() -> None:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"telos serve needs {', '.join(missing)}: pip install 'telos-rl[serve]'")
+
+
 def serve_command(args: argparse.Namespace) -> int:
+    require_serving_packages()
     import uvicorn
 
     for flag in ("max_n", "max_tokens", "max_prompt_tokens", "max_queue", "max_body_kb", "max_batch_size"):

@@ -87,16 +87,26 @@ class _Pending:
     scheduled: bool = False
 
 
+def check_rm_paths(paths: dict[str, str]) -> dict[str, str]:
+    """Each ``--rm`` directory exists and holds a reward model: {name: kind}. Cheap, so the
+    server checks it before loading the policy."""
+    kinds = {}
+    for name, path in paths.items():
+        if not Path(path).is_dir():
+            raise UserError(f"--rm {name}={path}: not a directory")
+        kinds[name] = detect_kind(Path(path))
+    return kinds
+
+
 class RMPool:
     """The served RMs by name, with batched async scoring."""
 
     def __init__(self, paths: dict[str, str], device: str | None = None) -> None:
         self.rms: dict[str, LoadedRM] = {}
+        kinds = check_rm_paths(paths)
         for name, path in paths.items():
             p = Path(path)
-            if not p.is_dir():
-                raise UserError(f"--rm {name}={path}: not a directory")
-            kind = detect_kind(p)
+            kind = kinds[name]
             cls = {"gcrm": GoalConditionedRM, "prm": ProcessRM, "bt": RewardModel}[kind]
             self.rms[name] = LoadedRM(name, kind, str(p), cls.from_pretrained(p, device=device))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telos-rm")

@@ -235,3 +235,23 @@ def test_quickstart_rejects_unknown_model_before_any_work(tmp_path, capsys):
     assert main(["quickstart", "--model", "smollm2", "--algo", "ppo", "--out", str(out)]) == 2
     _assert_user_error(subprocess.CompletedProcess([], 2, "", capsys.readouterr().err), "--algo", "grpo")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--policy", "/nonexistent/model"], "model path not found"),
+        (["--policy", "tiny:arith", "--rm", "gcrm"], "is not NAME=PATH"),
+        (["--policy", "tiny:arith", "--engine", "tgi"], "valid: hf, vllm"),
+        (["--policy", "tiny:arith", "--rm", "a=/nonexistent"], "not a directory"),
+        (["--policy", "tiny:arith", "--max-queue", "0"], "--max-queue must be >= 1"),
+        (["--policy", "tiny:arith", "--port", "70000"], "--port must be in"),
+    ],
+)
+def test_serve_flags_fail_in_one_line(argv, words, capsys):
+    """`telos serve` refuses a bad flag before loading any model: one `error:` line, exit 2."""
+    from telos.cli import main
+
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0]

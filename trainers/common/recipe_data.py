@@ -1,4 +1,4 @@
-"""``tiny-data:BUILD/FILE``: the data the shipped tiny recipes train on, built on first use.
+"""``tiny-data:BUILD/FILE`` (or ``recipe-data:BUILD/FILE``): data the shipped recipes train on, built on first use.
 
 The RM and GCBC tiny recipes need data that a policy or a scripted agent has to generate
 first (preference pairs the tiny model sampled, Math-Shepherd step labels, Crafter play). So

@@ -33,7 +33,7 @@ def _recipe_data_name(value: str | None) -> None:
 
 _RM_DATA = (
     "preference pairs {prompt, chosen, rejected[, margin]} (bt, gcrm) or stepwise rows {prompt, "
-    "completions, labels} (prm): .jsonl/.json/.parquet, hf:REPO[:CONFIG][@SPLIT] or tiny-data:BUILD/FILE"
+    "completions, labels} (prm): .jsonl/.json/.parquet, hf:REPO[:CONFIG][@SPLIT] or tiny-data:BUILD/FILE (recipe-data:BUILD/FILE)"
 )
 
 
