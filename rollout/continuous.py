@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rollout.hf import process_logits, sample_categorical
+from rollout.hf import COMPACT_BELOW, process_logits, sample_categorical
 from rollout.lean import LeanDecoder
 from telos.errors import UserError
 from telos.types import SamplingParams
@@ -107,7 +107,7 @@ class ContinuousBatcher:
         self.device = next(model.parameters()).device
         self.decoder = LeanDecoder(model)
         self._waiting: deque[Stream] = deque()
-        self._rows: list[Stream] = []
+        self._rows: list[Stream | None] = []  # None: a finished row's slot, until compaction
         self._logits: Tensor | None = None
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
@@ -122,7 +122,7 @@ class ContinuousBatcher:
 
     @property
     def running(self) -> int:
-        return len(self._rows)
+        return sum(s is not None for s in self._rows)
 
     @property
     def waiting(self) -> int:
@@ -172,11 +172,11 @@ class ContinuousBatcher:
                     self._iteration()
             except Exception as e:  # noqa: BLE001 - a failed step ends its streams, not the server
                 self.last_error = f"{type(e).__name__}: {e}"
-                failed = [(s, FinishEvent("error", message=self.last_error)) for s in self._rows]
+                failed = [(s, FinishEvent("error", message=self.last_error)) for s in self._live()]
                 failed += [(s, FinishEvent("error", message=self.last_error)) for s in self._drain()]
                 self._rows, self._logits = [], None
                 self.dispatch(failed)
-        ended = [(s, FinishEvent("abort")) for s in [*self._rows, *self._drain()]]
+        ended = [(s, FinishEvent("abort")) for s in [*self._live(), *self._drain()]]
         self.dispatch(ended)
 
     def _drain(self) -> list[Stream]:
@@ -185,32 +185,42 @@ class ContinuousBatcher:
             self._waiting.clear()
         return out
 
+    def _live(self) -> list[Stream]:
+        return [s for s in self._rows if s is not None]
+
     def _iteration(self) -> None:
         events: list[tuple[Stream, Event]] = []
-        keep: list[int] = []
-        next_tokens: list[int] = []
         if self._rows:
             sampled = self._sample(self._logits)
+            step_tokens = [self.eos if self.eos is not None else 0] * len(self._rows)  # dead slots
             for r, stream in enumerate(self._rows):
+                if stream is None:
+                    continue
                 if stream.aborted:
                     events.append((stream, FinishEvent("abort")))
+                    self._rows[r] = None
                     continue
                 token, event = sampled[r]
                 stream.tokens.append(token)
                 events.append((stream, event))
+                self.tokens_generated += 1
                 finish = self._finished(stream, token)
                 if finish is not None:
                     events.append((stream, finish))
+                    self._rows[r] = None
                 else:
-                    keep.append(r)
-                    next_tokens.append(token)
-            self.tokens_generated += len(self._rows) - sum(s.aborted for s in self._rows)
+                    step_tokens[r] = token
             self.steps += 1
-        if self._rows and len(keep) < len(self._rows):
-            self._select(keep)
-        if self._rows:
-            self._ensure_room()
-            self._logits = self.decoder.step(torch.tensor(next_tokens, device=self.device))
+            live = [r for r, st in enumerate(self._rows) if st is not None]
+            # finished rows leave the cache once they are a quarter of it, or when waiting
+            # streams need their slots: every compaction copies the whole cache
+            need_room = bool(self._waiting) and len(self._rows) >= self.max_batch_size
+            if len(live) < len(self._rows) and (len(live) <= COMPACT_BELOW * len(self._rows) or need_room):
+                self._select(live)
+                step_tokens = [step_tokens[r] for r in live]
+            if self._rows:
+                self._ensure_room()
+                self._logits = self.decoder.step(torch.tensor(step_tokens, device=self.device))
         self._admit(events)
         if events:
             self.dispatch(events)
@@ -229,12 +239,15 @@ class ContinuousBatcher:
 
     # ----------------------------------------------------------------------------- sampling
 
-    def _sample(self, logits: Tensor) -> list[tuple[int, TokenEvent]]:
-        """One token per row, each row under its own stream's sampling parameters."""
+    def _sample(self, logits: Tensor) -> list[tuple[int, TokenEvent] | None]:
+        """One token per live row, each under its own stream's sampling parameters (None for a
+        dead slot)."""
         rows = self._rows
-        chosen = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+        chosen = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
         groups: dict[tuple, list[int]] = {}
         for r, s in enumerate(rows):
+            if s is None:
+                continue
             p = s.params
             groups.setdefault((p.temperature, p.top_p, p.top_k), []).append(r)
         for (temperature, top_p, top_k), idx in groups.items():
@@ -251,7 +264,7 @@ class ContinuousBatcher:
             for j, r in enumerate(idx):
                 if rows[r].generator is not None:
                     chosen[r] = sample_categorical(probs[j : j + 1], rows[r].generator)[0]
-        want = [r for r, s in enumerate(rows) if s.params.logprobs is not None]
+        want = [r for r, s in enumerate(rows) if s is not None and s.params.logprobs is not None]
         logps: dict[int, tuple[float, list[tuple[int, float]] | None]] = {}
         if want:
             raw = logits[want].log_softmax(-1)

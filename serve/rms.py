@@ -206,13 +206,55 @@ class RMPool:
 
             return prefix
         if op == "q_ids":
-            return lambda batch: [incremental_q(m, state, ids, start) for state, ids, start in batch]
+            return lambda batch: incremental_q_batch(m, batch)
         if op == "steps":
             return lambda batch: m.step_scores([p for p, _ in batch], [s for _, s in batch])
         raise ValueError(op)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def incremental_q_batch(
+    rm: GoalConditionedRM, batch: list[tuple[QState, list[int], int]]
+) -> list[list[float]]:
+    """``incremental_q`` for many samples: those with as many positions scored and as many to
+    add (the samples of one request checked at the same decode step) share one forward, their
+    KV caches stacked along the batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (state, ids, _) in enumerate(batch):
+        groups.setdefault((len(state.q), len(ids)), []).append(i)
+    for (done, total), members in groups.items():
+        if total > done and len(members) > 1:
+            _extend([batch[i][0] for i in members], [batch[i][1] for i in members], done, rm)
+    return [incremental_q(rm, state, ids, start) for state, ids, start in batch]
+
+
+def _extend(states: list[QState], seqs: list[list[int]], done: int, rm: GoalConditionedRM) -> None:
+    import torch
+    from transformers import DynamicCache
+
+    from rewards.rm_losses import q_values
+
+    cache = DynamicCache()
+    if done:
+        for layer in range(len(states[0].cache.layers)):
+            keys = torch.cat([st.cache.layers[layer].keys for st in states])
+            values = torch.cat([st.cache.layers[layer].values for st in states])
+            cache.update(keys, values, layer)
+    new = torch.tensor([ids[done:] for ids in seqs], device=rm.device)
+    positions = torch.arange(done, len(seqs[0]), device=rm.device)[None].expand(len(seqs), -1)
+    with torch.no_grad():
+        hidden = rm.net.trunk(
+            input_ids=new, position_ids=positions, past_key_values=cache, use_cache=True
+        ).last_hidden_state
+    q = q_values(hidden.float(), rm.goal).tolist()
+    for row, st in enumerate(states):
+        own = DynamicCache()
+        for layer, lay in enumerate(cache.layers):
+            own.update(lay.keys[row : row + 1].clone(), lay.values[row : row + 1].clone(), layer)
+        st.cache = own
+        st.q += q[row]
 
 
 def incremental_q(rm: GoalConditionedRM, state: QState, ids: list[int], prompt_len: int) -> list[float]:

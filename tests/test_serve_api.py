@@ -364,7 +364,7 @@ def test_incremental_gcrm_q_equals_the_full_forward(rm_dirs):
     Q the full forward of ``GoalConditionedRM.q_values`` gives, position by position."""
     from rewards.preferences import response_ids
     from rewards.reward_model import GoalConditionedRM
-    from serve.rms import QState, incremental_q
+    from serve.rms import QState, incremental_q, incremental_q_batch
 
     rm = GoalConditionedRM.from_pretrained(rm_dirs["gcrm"], device="cpu")
     prompt, answer = QUESTIONS[0], "12+5=17\n17+3=20\n#### 20"
@@ -374,3 +374,17 @@ def test_incremental_gcrm_q_equals_the_full_forward(rm_dirs):
     for cut in (start + 2, start + 5, len(ids) - 1, len(ids)):  # checks at growing prefixes
         got = incremental_q(rm, state, ids[:cut], start)
         assert got == pytest.approx(full[: cut - start], abs=1e-5)
+    # three samples checked together: their caches are stacked into one forward
+    other = "12+5=18\n18+3=21\n#### 21"
+    full_other = rm.q_values([prompt], [other])[0]
+    ids_other, _ = response_ids(rm.tokenizer, prompt, other)
+    states = [QState(), QState(), QState()]
+    for cut in (start + 3, start + 7, len(ids)):
+        batch = [
+            (states[0], ids[:cut], start),
+            (states[1], ids_other[:cut], start),
+            (states[2], ids[:cut], start),
+        ]
+        got = incremental_q_batch(rm, batch)
+        assert got[0] == pytest.approx(full[: cut - start], abs=1e-5) and got[2] == got[0]
+        assert got[1] == pytest.approx(full_other[: cut - start], abs=1e-5)
