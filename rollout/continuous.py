@@ -212,10 +212,12 @@ class ContinuousBatcher:
                     step_tokens[r] = token
             self.steps += 1
             live = [r for r, st in enumerate(self._rows) if st is not None]
-            # finished rows leave the cache once they are a quarter of it, or when waiting
-            # streams need their slots: every compaction copies the whole cache
-            need_room = bool(self._waiting) and len(self._rows) >= self.max_batch_size
-            if len(live) < len(self._rows) and (len(live) <= COMPACT_BELOW * len(self._rows) or need_room):
+            # a finished row's slot is taken by the next waiting stream (an in-place write); with
+            # none waiting, dead slots leave once they are a quarter of the batch (a compaction
+            # copies the whole cache)
+            if len(live) < len(self._rows) and (
+                not live or (not self._waiting and len(live) <= COMPACT_BELOW * len(self._rows))
+            ):
                 self._select(live)
                 step_tokens = [step_tokens[r] for r in live]
             if self._rows:
@@ -317,7 +319,8 @@ class ContinuousBatcher:
         d.key_mask = torch.cat([d.key_mask, torch.zeros((b, GROW), dtype=torch.bool, device=self.device)], 1)
 
     def _admit(self, events: list[tuple[Stream, Event]]) -> None:
-        room = self.max_batch_size - len(self._rows)
+        free = [r for r, st in enumerate(self._rows) if st is None]
+        room = self.max_batch_size - len(self._rows) + len(free)
         new: list[Stream] = []
         with self._cond:
             while self._waiting and len(new) < room:
@@ -328,12 +331,22 @@ class ContinuousBatcher:
                     new.append(s)
         if not new:
             return
-        logits = self._join([s.prompt_ids for s in new])
-        self._rows.extend(new)
-        self._logits = logits if self._logits is None else torch.cat([self._logits, logits])
+        reuse = free[: len(new)]
+        logits = self._join([s.prompt_ids for s in new], reuse)
+        for slot, stream in zip(reuse, new, strict=False):
+            self._rows[slot] = stream
+        appended = new[len(reuse) :]
+        self._rows.extend(appended)
+        if reuse:
+            self._logits[torch.tensor(reuse, device=self.device)] = logits[: len(reuse)]
+        if appended:
+            tail = logits[len(reuse) :]
+            self._logits = tail if self._logits is None else torch.cat([self._logits, tail])
 
-    def _join(self, prompts: Sequence[list[int]]) -> Tensor:
-        """Prefill new rows and splice their keys into the running cache; their logits."""
+    def _join(self, prompts: Sequence[list[int]], slots: Sequence[int] = ()) -> Tensor:
+        """Prefill new rows and put their keys into the running cache: the first ``len(slots)``
+        into those dead rows' slots, in place (copying only the new rows), the rest appended.
+        Returns their next-token logits."""
         d = self.decoder
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         w = max(len(p) for p in prompts)
@@ -346,8 +359,8 @@ class ContinuousBatcher:
         logits, ks, vs, positions = d.prefill(ids, mask)
         first_rows = not self._rows
         if first_rows:
-            d.k, d.v, d.key_mask, d.length = [], [], torch.zeros((0, w + GROW), dtype=torch.bool), w
-            d.key_mask = d.key_mask.to(self.device)
+            d.k, d.v, d.length = [], [], w
+            d.key_mask = torch.zeros((0, w + GROW), dtype=torch.bool, device=self.device)
             d.positions = torch.zeros(0, dtype=torch.long, device=self.device)
         elif w > d.length:  # room on the left for the new rows' prompts
             shift = w - d.length
@@ -360,19 +373,29 @@ class ContinuousBatcher:
             )
             d.length = w
         t, width = d.length, d.key_mask.shape[1]
-        p = len(prompts)
-        new_mask = torch.zeros((p, width), dtype=torch.bool, device=self.device)
-        new_mask[:, t - w : t] = mask.bool()
-        for layer, (k, v) in enumerate(zip(ks, vs, strict=True)):
-            nk = torch.zeros((p, d.n_kv, width, d.head_dim), dtype=k.dtype, device=self.device)
-            nv = torch.zeros_like(nk)
-            nk[:, :, t - w : t], nv[:, :, t - w : t] = k, v
-            if first_rows:
-                d.k.append(nk)
-                d.v.append(nv)
-            else:
-                d.k[layer] = torch.cat([d.k[layer], nk])
-                d.v[layer] = torch.cat([d.v[layer], nv])
-        d.key_mask = torch.cat([d.key_mask, new_mask])
-        d.positions = torch.cat([d.positions, positions])
+        n_slots = len(slots)
+        if n_slots:
+            index = torch.tensor(list(slots), device=self.device)
+            d.key_mask[index] = False
+            d.key_mask[index, t - w : t] = mask[:n_slots].bool()
+            d.positions[index] = positions[:n_slots]
+            for layer, (k, v) in enumerate(zip(ks, vs, strict=True)):
+                d.k[layer][index, :, t - w : t] = k[:n_slots]
+                d.v[layer][index, :, t - w : t] = v[:n_slots]
+        extra = len(prompts) - n_slots
+        if extra:
+            new_mask = torch.zeros((extra, width), dtype=torch.bool, device=self.device)
+            new_mask[:, t - w : t] = mask[n_slots:].bool()
+            for layer, (k, v) in enumerate(zip(ks, vs, strict=True)):
+                nk = torch.zeros((extra, d.n_kv, width, d.head_dim), dtype=k.dtype, device=self.device)
+                nv = torch.zeros_like(nk)
+                nk[:, :, t - w : t], nv[:, :, t - w : t] = k[n_slots:], v[n_slots:]
+                if first_rows:
+                    d.k.append(nk)
+                    d.v.append(nv)
+                else:
+                    d.k[layer] = torch.cat([d.k[layer], nk])
+                    d.v[layer] = torch.cat([d.v[layer], nv])
+            d.key_mask = torch.cat([d.key_mask, new_mask])
+            d.positions = torch.cat([d.positions, positions[n_slots:]])
         return logits

@@ -146,3 +146,23 @@ def test_prompt_beyond_the_context_is_refused(model_and_tok):
             batcher.submit(Stream(too_long, StreamParams(max_tokens=8), lambda e: None))
     finally:
         batcher.close()
+
+
+def test_waiting_streams_take_finished_rows_slots(model_and_tok):
+    """Two slots, six streams: every stream after the first two is written into a finished
+    row's slot in place; each still decodes exactly what it decodes alone."""
+    model, tok = model_and_tok
+    batcher = ContinuousBatcher(model, tok, max_batch_size=2)
+    got = Collector()
+    prompts = [*PROMPTS, PROMPTS[0] + "And then?\n", "Go\n"]
+    lengths = [7, 30, 12, 3, 25, 9]
+    try:
+        for i, (prompt, n) in enumerate(zip(prompts, lengths, strict=True)):
+            batcher.submit(
+                Stream(tok(prompt)["input_ids"], StreamParams(temperature=0.0, max_tokens=n), got.sink(i))
+            )
+        got.wait(len(prompts))
+    finally:
+        batcher.close()
+    for i, (prompt, n) in enumerate(zip(prompts, lengths, strict=True)):
+        assert got.tokens(i) == reference(model, tok, prompt, n), f"stream {i}"
