@@ -21,8 +21,14 @@ def test_steering_benchmark_runs_every_method(tiny_model_dir, tmp_path):
           "--rm", f"prm={rms['prm']}", "--ns", "2", "--seeds", "0", "--limit", "3", "--out", str(out)])  # fmt: skip
     result = json.loads(out.read_text())
     labels = {s["label"] for s in result["summary"]}
-    assert labels == {"plain", "majority", "best_of_n gcrm", "best_of_n prm", "weighted_vote gcrm",
-                      "gcrm_prune τ=0.5", "prm_beam"}  # fmt: skip
+    assert labels == {
+        "plain",
+        "majority",
+        "best_of_n gcrm",
+        "weighted_vote gcrm",
+        "gcrm_prune τ=0.5",
+        "prm_beam",
+    }
     for s in result["summary"]:
         assert 0.0 <= s["accuracy"] <= 1.0 and s["tokens_per_question"] > 0
     prune = next(s for s in result["summary"] if s["label"].startswith("gcrm_prune"))
