@@ -190,7 +190,6 @@ def build_app(state: ServerState):
         return out
 
     async def generation(request: Request, kind: str):
-        state.metrics.requests_started += 1
         if state.inflight >= state.limits.max_queue:
             raise APIError(429, f"{state.inflight} requests in flight (limit {state.limits.max_queue}); retry shortly",
                            code="queue_full", headers={"Retry-After": "1"})  # fmt: skip
@@ -231,7 +230,7 @@ def build_app(state: ServerState):
                     return task.result()
                 if await request.is_disconnected():
                     task.cancel()
-                    state.metrics.cancelled += 1
+                    state.metrics.cancelled_total.inc()
                     return JSONResponse(APIError(499, "client disconnected").body(), status_code=499)
         finally:
             state.inflight -= 1
@@ -246,7 +245,7 @@ def build_app(state: ServerState):
         finally:  # a client that leaves mid-stream closes or cancels this generator
             state.inflight -= 1
             if not finished:
-                state.metrics.cancelled += 1
+                state.metrics.cancelled_total.inc()
             await gen.aclose()
 
     async def run_steering(run: Run):

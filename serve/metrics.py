@@ -32,15 +32,6 @@ class ServerMetrics:
         self.cancelled_total = Counter(
             "telos_requests_cancelled", "requests whose client went away", registry=r
         )
-        self.requests_started = 0
-
-    @property
-    def cancelled(self) -> int:
-        return int(self.cancelled_total._value.get())
-
-    @cancelled.setter
-    def cancelled(self, value: int) -> None:
-        self.cancelled_total.inc(value - self.cancelled)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         known = route if route.startswith("/v1/") or route in ("/health", "/metrics") else "other"

@@ -23,7 +23,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envs.math.answers import extract_answer, extract_answer_is, extract_boxed, extract_hash_answer
@@ -196,8 +196,6 @@ class Selection:
 
 def seeded_params(params: StreamParams, i: int) -> StreamParams:
     """Sample i of n: its own seed (seed + i), so seeded requests repeat and samples differ."""
-    from dataclasses import replace
-
     return replace(params, seed=None if params.seed is None else params.seed + i)
 
 
@@ -354,8 +352,6 @@ async def gcrm_prune(run: Run) -> Selection:
 
 @STEERING_METHODS.register("prm_beam")
 async def prm_beam(run: Run) -> Selection:
-    from dataclasses import replace
-
     spec, beam = run.spec, run.spec.beam
     rm = run.pool.get(spec.rm, ("prm",))
     tok = run.engine.tokenizer
