@@ -23,6 +23,7 @@ from envs.math.sources import load_rows
 from eval.math import generate_and_score, load_generation_model
 from rewards.functions import resolve_reward_function, score_completions
 from rewards.rm_losses import hard_step_label
+from rollout.search.steps import split_steps
 from telos.errors import UserError
 from telos.tracking import progress
 from telos.types import SamplingParams
@@ -111,9 +112,33 @@ def preferences_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_steps(text: str) -> list[str]:
-    """A solution's steps: its non-empty lines."""
-    return [line for line in text.split("\n") if line.strip()]
+def step_soft_labels(engine, reward_fn, roll: SamplingParams, prompt: str, steps: list[str], answer: str) -> list[float]:
+    """Per step prefix, the share of ``roll.n`` completions from it that reach ``answer``. A
+    prefix that already states an answer is finished: its label is that answer's correctness
+    (completing it would grade whatever the policy writes *after* the answer)."""
+    texts = ["\n".join(steps[: j + 1]) for j in range(len(steps))]
+    open_steps = [j for j, t in enumerate(texts) if extract_answer(t) is None]
+    n = roll.n
+    # the completion from each open step prefix; the prefix carries its newline
+    prefixes = [prompt + texts[j] + "\n" for j in open_steps]
+    outs = engine.generate(prefixes, roll) if prefixes else []
+    graded_prompts = [prefixes[k // n] for k in range(len(outs))]
+    graded = [texts[open_steps[k // n]] + "\n" + o.text for k, o in enumerate(outs)]
+    finished = [j for j in range(len(steps)) if j not in set(open_steps)]
+    scores, _ = score_completions(
+        [reward_fn],
+        [1.0],
+        graded_prompts + [prompt] * len(finished),
+        graded + [texts[j] for j in finished],
+        {"answer": [answer] * (len(graded) + len(finished))},
+    )
+    right = [s is not None and s > 0 for s in scores]
+    soft = [0.0] * len(steps)
+    for k, j in enumerate(open_steps):
+        soft[j] = sum(right[k * n : (k + 1) * n]) / n
+    for k, j in enumerate(finished):
+        soft[j] = float(right[len(graded) + k])
+    return soft
 
 
 def process_labels_command(args: argparse.Namespace) -> int:
@@ -136,22 +161,7 @@ def process_labels_command(args: argparse.Namespace) -> int:
                 if not steps:
                     bar.advance(1)
                     continue
-                # the completion from each step prefix; the prefix carries its newline
-                prefixes = [prompt + "\n".join(steps[: j + 1]) + "\n" for j in range(len(steps))]
-                outs = engine.generate(prefixes, roll)
-                n = args.rollouts
-                texts = [o.text for o in outs]
-                scores, _ = score_completions(
-                    [reward_fn],
-                    [1.0],
-                    [prefixes[j // n] for j in range(len(texts))],
-                    ["\n".join(steps[: j // n + 1]) + "\n" + t for j, t in enumerate(texts)],
-                    {"answer": [row["answer"]] * len(texts)},
-                )
-                soft = [
-                    sum(s is not None and s > 0 for s in scores[j * n : (j + 1) * n]) / n
-                    for j in range(len(steps))
-                ]
+                soft = step_soft_labels(engine, reward_fn, roll, prompt, steps, row["answer"])
                 hard = [hard_step_label(s) for s in soft]  # Math-Shepherd: some completion gets there
                 out_rows.append(
                     {

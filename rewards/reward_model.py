@@ -14,6 +14,7 @@ module.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -272,4 +273,14 @@ class ProcessRM:
             head, _ = self.net(ids, mask)
             probs = self.step_probabilities(head)
             out += [probs[i, e.label_positions].tolist() for i, e in enumerate(chunk)]
+        return out
+
+    def values(self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 64) -> list[float]:
+        """V of each partial solution: the score of its last step (0 for no steps) — the value
+        function tree and beam search call (``rollout.search.steps.ValueFn``)."""
+        keep = [i for i, s in enumerate(steps) if s]
+        out = [0.0] * len(steps)
+        scores = self.step_scores([prompts[i] for i in keep], [list(steps[i]) for i in keep], batch_size)
+        for i, s in zip(keep, scores, strict=True):
+            out[i] = s[-1]
         return out

@@ -30,6 +30,7 @@ from envs.math.answers import extract_answer, extract_answer_is, extract_boxed, 
 from rewards.preferences import appends_eos
 from rewards.selection import aggregate_steps, best_index, goal_filter, vote_tally, vote_winner
 from rollout.continuous import FinishEvent, StreamParams, TokenEvent
+from rollout.search.steps import split_steps as solution_steps
 from serve.engines import ServeEngine
 from serve.protocol import APIError, SteeringSpec
 from serve.rms import LoadedRM, QState, RMPool
@@ -228,7 +229,7 @@ async def rm_scores(run: Run, rm: LoadedRM, cands: list[Candidate]) -> list[floa
 
 
 def split_steps(text: str, separator: str) -> list[str]:
-    return [s for s in text.split(separator) if s.strip()] or [text]
+    return solution_steps(text, separator) or [text]  # a PRM scores at least one step
 
 
 def as_weights(rm: LoadedRM, scores: list[float]) -> list[float]:

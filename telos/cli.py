@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--engine", default="hf", help="generation backend (default: hf)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default=None, help="directory for results.json and report.md")
+    m.add_argument(
+        "--search", default=None,
+        help="test-time search at a token budget: greedy | majority | best_of_n | weighted_vote | prm_beam | mcts",
+    )
+    m.add_argument("--budget", type=int, default=None, help="--search: generated tokens per question")
+    m.add_argument("--value", default=None, help="--search: value model / PRM directory (a prm final/)")
+    m.add_argument("--save-trees", default=None, help="--search mcts: write each question's tree as JSON here")
+    m.add_argument(
+        "--search-option", action="append", metavar="KEY=VALUE",
+        help="search settings: batch, beams, expand, aggregate, mcts.branch, mcts.exploration, ...",
+    )
 
     r = ev_sub.add_parser("rm", help="evaluate a reward model (pairs, graded samples or step labels)")
     r.add_argument("--model", required=True, help="RM directory (final/ of a `trainer: rm` run)")

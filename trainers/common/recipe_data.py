@@ -100,6 +100,11 @@ BUILDS: dict[str, DataBuild] = {
 }
 
 
+# bumped when a command's output changes for the same command line (v2 of process-labels:
+# a step that states the answer is labelled by its correctness, not by completions after it)
+COMMAND_VERSIONS = {"process-labels": 2}
+
+
 def is_recipe_data(spec: object) -> bool:
     return isinstance(spec, str) and spec.startswith(SCHEMES)
 
@@ -156,7 +161,10 @@ def resolve_recipe_data(spec: str) -> str:
         model = resolve_model(build.model)
     # keyed by the command and the model it samples from: a changed build is a new entry
     key = hashlib.sha1(
-        json.dumps([build.command, build.args, model and Path(model).name]).encode()
+        json.dumps(
+            [build.command, build.args, model and Path(model).name]
+            + ([COMMAND_VERSIONS[build.command]] if build.command in COMMAND_VERSIONS else [])
+        ).encode()
     ).hexdigest()
     out = cache_dir() / "recipe-data" / f"{name}-{key[:10]}"
 

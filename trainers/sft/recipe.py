@@ -49,6 +49,11 @@ class SFTTrainSection:
     max_length: Annotated[int, number("examples longer than this many tokens are dropped", ge=8)] = 512
     eval_before_training: Annotated[bool, flag("greedy held-out accuracy of the start model too")] = True
     eval_max_tokens: Annotated[int, number("tokens generated per held-out answer", ge=1)] = 256
+    schedule_steps: Annotated[
+        int | None,
+        number("steps the warmup + cosine LR schedule spans (null: steps); set by self-training runs "
+               "whose iterations continue one optimizer", ge=1),
+    ] = None  # fmt: skip
 
 
 @dataclass
