@@ -126,10 +126,6 @@ def generate_and_score(
 def run_eval_math(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation described by ``args`` (the ``telos eval math`` options) and write the
     reports; returns ``{"config", "metrics", "table"}``."""
-    if getattr(args, "search", None):
-        from eval.math_search import run_search_eval
-
-        return run_search_eval(args)
     t_start = time.perf_counter()
     temperature = _check_args(args)
     k = args.samples

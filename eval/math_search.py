@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.report import markdown_table, write_json, write_text
-from eval.search import SEARCH_METHODS, SearchContext, SearchSettings, check_search
+from eval.search import SearchContext, SearchSettings, check_search
 from rollout.search.mcts import MCTSConfig
 from telos.errors import UserError
 
@@ -141,14 +141,19 @@ def run_search_eval(args: argparse.Namespace) -> dict[str, Any]:
         "search": args.search,
         "value": args.value,
         "budget": settings.budget,
-        "settings": {k: v for k, v in settings.__dict__.items() if k != "mcts"} | {"mcts": settings.mcts.__dict__},
+        "settings": {k: v for k, v in settings.__dict__.items() if k != "mcts"}
+        | {"mcts": settings.mcts.__dict__},
         "limit": args.limit,
         "template": args.template,
         "chat": args.chat,
         "reward": args.reward,
         "engine": args.engine,
     }
-    out = Path(args.out) if args.out else default_out_dir(args.model).with_name(f"{default_out_dir(args.model).name}-{args.search}")
+    out = (
+        Path(args.out)
+        if args.out
+        else default_out_dir(args.model).with_name(f"{default_out_dir(args.model).name}-{args.search}")
+    )
     table = _write(out, config, metrics, rows, prompts, outcomes, scores, args.save_trees)
     return {"config": config, "metrics": metrics, "table": table, "out": str(out)}
 
@@ -195,9 +200,22 @@ def _write(out: Path, config, metrics, rows, prompts, outcomes, scores, trees_di
         directory.mkdir(parents=True, exist_ok=True)
         for i, o in enumerate(outcomes):
             if o.tree is not None:
-                write_json(directory / f"tree-{i:05d}.json", {"prompt": prompts[i], "answer": rows[i].get("answer"), "tree": o.tree})
+                write_json(
+                    directory / f"tree-{i:05d}.json",
+                    {"prompt": prompts[i], "answer": rows[i].get("answer"), "tree": o.tree},
+                )
     return table
 
 
-def search_names() -> str:
-    return ", ".join(SEARCH_METHODS.names())
+def eval_math_or_search_command(args: argparse.Namespace) -> int:
+    """``telos eval math``: with ``--search``, the search evaluation; else pass@k / maj@k."""
+    import sys
+
+    from eval.math import eval_math_command
+
+    if not args.search:
+        return eval_math_command(args)
+    result = run_search_eval(args)
+    print(result["table"], end="")
+    print(f"wrote {result['out']}/results.json and report.md", file=sys.stderr)
+    return 0

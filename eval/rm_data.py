@@ -112,7 +112,9 @@ def preferences_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def step_soft_labels(engine, reward_fn, roll: SamplingParams, prompt: str, steps: list[str], answer: str) -> list[float]:
+def step_soft_labels(
+    engine, reward_fn, roll: SamplingParams, prompt: str, steps: list[str], answer: str
+) -> list[float]:
     """Per step prefix, the share of ``roll.n`` completions from it that reach ``answer``. A
     prefix that already states an answer is finished: its label is that answer's correctness
     (completing it would grade whatever the policy writes *after* the answer)."""

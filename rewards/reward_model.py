@@ -275,7 +275,9 @@ class ProcessRM:
             out += [probs[i, e.label_positions].tolist() for i, e in enumerate(chunk)]
         return out
 
-    def values(self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 64) -> list[float]:
+    def values(
+        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[float]:
         """V of each partial solution: the score of its last step (0 for no steps) — the value
         function tree and beam search call (``rollout.search.steps.ValueFn``)."""
         keep = [i for i, s in enumerate(steps) if s]

@@ -21,7 +21,7 @@ COMMANDS = {
     "recipe schema": "trainers.run:recipe_schema_command",
     "rollout-server": "rollout.server:rollout_server_command",
     "serve": "serve.cli:serve_command",
-    "eval math": "eval.math:eval_math_command",
+    "eval math": "eval.math_search:eval_math_or_search_command",
     "eval rm": "eval.rm:eval_rm_command",
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
     "data crafter-play": "eval.crafter_play:crafter_play_command",
@@ -131,14 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default=None, help="directory for results.json and report.md")
     m.add_argument(
-        "--search", default=None,
+        "--search",
+        default=None,
         help="test-time search at a token budget: greedy | majority | best_of_n | weighted_vote | prm_beam | mcts",
     )
     m.add_argument("--budget", type=int, default=None, help="--search: generated tokens per question")
     m.add_argument("--value", default=None, help="--search: value model / PRM directory (a prm final/)")
-    m.add_argument("--save-trees", default=None, help="--search mcts: write each question's tree as JSON here")
     m.add_argument(
-        "--search-option", action="append", metavar="KEY=VALUE",
+        "--save-trees", default=None, help="--search mcts: write each question's tree as JSON here"
+    )
+    m.add_argument(
+        "--search-option",
+        action="append",
+        metavar="KEY=VALUE",
         help="search settings: batch, beams, expand, aggregate, mcts.branch, mcts.exploration, ...",
     )
 
