@@ -61,7 +61,9 @@ class Sampler:
         model = load_model(policy_dir, "float32").to("cuda" if torch.cuda.is_available() else "cpu").eval()
         self.engine = make_engine("hf", model, self.tokenizer)
         self.reward_fn = resolve_reward_function(recipe.verifier)
-        self.prm = ProcessRM.from_pretrained(recipe.reward_model) if recipe.reward_model else None
+        self.prm = (
+            ProcessRM.from_pretrained(start_model_dir(recipe.reward_model)) if recipe.reward_model else None
+        )
 
     def sample(self, rows: list[dict], temperature: float, seed: int):
         """(texts, correct, scores, prm_best, tokens) per question."""

@@ -122,7 +122,9 @@ class BStarRecipe:
     data: Annotated[DataSection, text("training questions (with answers) and held-out ones")]
     reward_model: Annotated[
         str | None,
-        text("a process RM directory scoring responses (min step score); null: answer only"),
+        text(
+            "a process RM scoring responses (min step score): a directory or from-recipe:RECIPE; null: answer only"
+        ),
         local_path("model"),
     ] = None
     verifier: Annotated[str, text("grades responses (registered or module:function)")] = "numeric"
@@ -169,6 +171,7 @@ def check_rest_mcts(recipe: RestMCTSRecipe) -> None:
 
 def check_bstar(recipe: BStarRecipe) -> None:
     from telos.models import check_model_path
+    from trainers.common.start_model import FROM_RECIPE, recipe_final_dir
 
     _check_loop(recipe, recipe.data)
     b = recipe.bstar
@@ -178,4 +181,7 @@ def check_bstar(recipe: BStarRecipe) -> None:
         raise UserError(f"'bstar.temperatures' must be >= 0, got {b.temperatures}")
     if recipe.reward_model is not None:
         with about("reward_model"):
-            check_model_path(recipe.reward_model)
+            if recipe.reward_model.startswith(FROM_RECIPE):
+                recipe_final_dir(recipe.reward_model)  # its run may not exist yet: `telos train` says so
+            else:
+                check_model_path(recipe.reward_model)
