@@ -258,46 +258,48 @@ def prm_beam(ctx: SearchContext, prompts: Sequence[str]) -> list[SearchOutcome]:
     return out
 
 
-@register("mcts", True, "MCTS* with the value model (ReST-MCTS*) until the budget or the end gate")
+@register(
+    "mcts", True, "MCTS* with the value model (ReST-MCTS*), restarted while budget remains; V-weighted vote"
+)
 def mcts(ctx: SearchContext, prompts: Sequence[str]) -> list[SearchOutcome]:
+    """One search per question runs until the end gate, the budget, or until every branch has
+    ended (a low-entropy policy exhausts a small tree early); while budget remains a new search
+    starts (another seed). Each search casts one ballot — its highest-V finished solution,
+    weight V — and the answer with the largest summed V wins (one search: its own choice)."""
     s = ctx.settings
-
-    def on_round(trees) -> None:
-        ctx.on_progress(sum(t.done for t in trees))
-
-    trees, _ = run_mcts(
-        prompts,
-        ctx.proposer,
-        ctx.prm.values,
-        s.mcts,
-        mode="eval",
-        budget=s.budget,
-        seed=s.seed,
-        on_round=on_round,
-    )
-    picks = [chosen_node(t) for t in trees]
-    todo = [i for i, n in enumerate(picks) if n is None or n.answer is None]
-    completed = dict(
-        zip(
-            todo,
-            complete_greedily(ctx, [(trees[i].prompt, unfinished_best(trees[i]).steps()) for i in todo]),
-            strict=True,
-        )
-    )
+    n = len(prompts)
+    spent = [0] * n
+    ballots: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+    first_tree: list[dict | None] = [None] * n
+    live, restart = list(range(n)), 0
+    while live:
+        trees, _ = run_mcts(
+            [prompts[q] for q in live], ctx.proposer, ctx.prm.values, s.mcts, mode="eval",
+            budget=[s.budget - spent[q] for q in live], seed=s.seed * 1_000_003 + restart,
+        )  # fmt: skip
+        picks = [chosen_node(t) for t in trees]
+        todo = [i for i, node in enumerate(picks) if node is None or node.answer is None]
+        done = complete_greedily(ctx, [(trees[i].prompt, unfinished_best(trees[i]).steps()) for i in todo])
+        completed = dict(zip(todo, done, strict=True))
+        before = sum(spent)
+        for i, (q, tree) in enumerate(zip(live, trees, strict=True)):
+            spent[q] += tree.tokens
+            if first_tree[q] is None:
+                first_tree[q] = tree_to_json(tree.root)
+            if i in completed:
+                text, extra = completed[i]
+                spent[q] += extra
+                ballots[q].append((text, 0.0))
+            else:
+                ballots[q].append((ctx.proposer.separator.join(picks[i].steps()), picks[i].value))
+        live = [q for q in live if spent[q] < s.budget] if sum(spent) > before else []
+        ctx.on_progress(n - len(live))
+        restart += 1
     out = []
-    for i, (tree, node) in enumerate(zip(trees, picks, strict=True)):
-        if i in completed:
-            text, n = completed[i]
-            tree.tokens += n
-        else:
-            text = ctx.proposer.separator.join(node.steps())
-        out.append(
-            SearchOutcome(
-                text,
-                extract_answer(text),
-                tree.tokens,
-                sum(1 for n in tree.root.walk() if n.terminal),
-                tree_to_json(tree.root),
-            )
-        )
+    for q in range(n):
+        texts = [t for t, _ in ballots[q]]
+        weights = [max(v, 1e-6) for _, v in ballots[q]]
+        winner = vote_winner([extract_answer(t) for t in texts], weights)
+        text = texts[winner if winner is not None else 0]
+        out.append(SearchOutcome(text, extract_answer(text), spent[q], len(texts), first_tree[q]))
     return out

@@ -56,6 +56,19 @@ def test_rest_mcts_runs_two_iterations_and_resumes_done_phases(tiny_model_dir, v
     for row in (json.loads(line) for line in (search / "value_rows.jsonl").read_text().splitlines()):
         assert len(row["completions"]) == len(row["labels"]) and all(0 <= v <= 1 for v in row["labels"])
     assert first["per_iteration"][0]["questions"] == 8
+
+    # a search killed after its first chunk: resume=latest redoes only the missing chunk
+    chunk0, chunk1 = sorted((search / "chunks").glob("chunk-*.jsonl"))
+    kept_stamp = chunk0.stat().st_mtime_ns
+    (search / "summary.json").unlink()
+    chunk1.unlink()
+    recipe, raw = load_recipe(
+        str(RECIPES / "rest_mcts_tiny.yaml"),
+        [*rest_overrides(tiny_model_dir, value_init_rows, out, 1), "resume=latest"],
+    )
+    train_rest_mcts(recipe, raw)
+    assert chunk0.stat().st_mtime_ns == kept_stamp and chunk1.is_file()
+    assert len((search / "trees.jsonl").read_text().splitlines()) == 8
     stamp = (search / "summary.json").stat().st_mtime_ns
 
     # resume=latest with one more iteration: iteration 1's phases are reused, not redone

@@ -77,14 +77,16 @@ def run_mcts(
     cfg: MCTSConfig,
     *,
     mode: Literal["eval", "data"] = "eval",
-    budget: int | None = None,
+    budget: int | Sequence[int] | None = None,
     seed: int = 0,
     on_round: Callable[[list[SearchTree]], None] | None = None,
 ) -> tuple[list[SearchTree], SearchCounters]:
     """Grow one tree per prompt for ``cfg.rounds`` rounds (or until ``budget`` generated tokens
-    per question, or — eval — a finished solution reaches the end gate)."""
+    per question — one number, or one per prompt —, or — eval — a finished solution reaches the
+    end gate, or every branch has ended)."""
     rng = random.Random(seed)
     trees = [SearchTree(p) for p in prompts]
+    budgets = [budget] * len(trees) if budget is None or isinstance(budget, int) else list(budget)
     counters = SearchCounters()
     batched = proposer.batched
 
@@ -138,11 +140,11 @@ def run_mcts(
         _roll_forward(rolls, proposer, values, cfg, call_seed + 1)
         for _, leaf in to_expand:  # a dead end is visited too, so selection moves on
             backup(leaf)
-        for t in live:
-            if t.done:
+        for i, t in enumerate(trees):
+            if t.done or t not in live:
                 continue
             t.rounds += 1
-            if t.finished(cfg.end_gate, mode) or (budget is not None and t.tokens >= budget):
+            if t.finished(cfg.end_gate, mode) or (budgets[i] is not None and t.tokens >= budgets[i]):
                 t.done = True
         counters.proposal_calls = proposer.calls
         if on_round is not None:
