@@ -28,20 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO_ROOT, append_partial, machine_info, read_partial, set_offline, write_json  # noqa: E402
+from benchmarks.mcts_batching import ensure_value_model  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 ARITH = "max_value=50&max_operand=9"
 TEST = f"procedural:arith:test?n=200&{ARITH}"
 METHODS = ("majority", "best_of_n", "prm_beam", "mcts")
-
-
-def ensure_value_model() -> str:
-    out = REPO_ROOT / "runs" / "value-tiny" / "final"
-    if not (out / "config.json").is_file():
-        subprocess.run(
-            [sys.executable, "-m", "telos", "train", "recipes/rm/value_tiny.yaml"], cwd=REPO_ROOT, check=True
-        )
-    return str(out)
 
 
 def search_run(method: str, budget: int, seed: int, questions: int, value: str) -> dict:

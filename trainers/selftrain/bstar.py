@@ -23,18 +23,18 @@ from rewards.selection import aggregate_steps, best_index
 from rollout.search.steps import split_steps
 from telos.checkpoint import write_json_atomically
 from telos.config import save_yaml, to_dict
-from telos.plots import plot_metrics
-from telos.tracking import Tracker, read_metrics
+from telos.tracking import Tracker
 from telos.types import SamplingParams
 from trainers.common.start_model import start_model_dir
 from trainers.selftrain.balance import choose_configuration, exploration_exploitation, sample_score
 from trainers.selftrain.phases import (
+    finish_run,
     iteration_dir,
-    policy_sft,
+    log_iteration,
+    policy_phase,
     question_rows,
     run_phase,
     write_jsonl_atomically,
-    write_run_report,
 )
 from trainers.selftrain.recipe import BStarRecipe
 
@@ -182,19 +182,13 @@ def train_bstar(recipe: BStarRecipe, raw_config: dict | None = None) -> dict:
         )
         if s["kept"]:
             online = b.continue_optimizer and previous_sft is not None
-            p = run_phase(
+            p = policy_phase(
+                r,
                 d / "policy",
+                it,
+                policy,
+                d / "samples" / "kept.jsonl",
                 resume,
-                policy_sft,
-                out=d / "policy",
-                start=policy,
-                traces=d / "samples" / "kept.jsonl",
-                data=r.data,
-                verifier=r.verifier,
-                model_dtype=r.model.dtype,
-                sft=r.sft,
-                resume=resume,
-                name=f"{r.name}-policy-{it}",
                 eval_before=b.eval_before_training and it == 1,
                 continue_from=previous_sft if online else None,
                 step_offset=trained_steps if online else 0,
@@ -209,9 +203,7 @@ def train_bstar(recipe: BStarRecipe, raw_config: dict | None = None) -> dict:
         policy = p["model_dir"]
         row = {"iteration": it, **s, "eval_accuracy": p.get("eval_accuracy")}
         rows_out.append(row)
-        tracker.log(
-            it, {k: float(x) for k, x in row.items() if isinstance(x, (int, float)) and k != "iteration"}
-        )
+        log_iteration(tracker, row)
     tracker.close()
     summary = {
         "name": r.name,
@@ -222,9 +214,5 @@ def train_bstar(recipe: BStarRecipe, raw_config: dict | None = None) -> dict:
         "eval_accuracy": rows_out[-1]["eval_accuracy"],
         "policy_dir": policy,
         "total_seconds": round(time.perf_counter() - started, 1),
-        "per_iteration": rows_out,
     }
-    write_json_atomically(run_dir / "summary.json", summary)
-    plots = plot_metrics(read_metrics(run_dir), run_dir / "plots", PLOT_GROUPS)
-    write_run_report(run_dir, f"B-STaR: {r.name}", summary, rows_out, plots)
-    return summary
+    return finish_run(run_dir, f"B-STaR: {r.name}", summary, rows_out, PLOT_GROUPS)

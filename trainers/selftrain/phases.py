@@ -147,6 +147,47 @@ def value_training(
     return summary
 
 
+def policy_phase(
+    recipe, directory: Path, iteration: int, start: str, traces: Path, resume: bool, **extra: Any
+) -> dict:
+    """The iteration's policy SFT (``directory``, skipped when a resumed run finished it) from
+    ``start`` on ``traces``, with the recipe's data, verifier, dtype and ``sft:`` settings."""
+    return run_phase(
+        directory,
+        resume,
+        policy_sft,
+        out=directory,
+        start=start,
+        traces=traces,
+        data=recipe.data,
+        verifier=recipe.verifier,
+        model_dtype=recipe.model.dtype,
+        sft=recipe.sft,
+        resume=resume,
+        name=f"{recipe.name}-policy-{iteration}",
+        **extra,
+    )
+
+
+def log_iteration(tracker, row: dict) -> None:
+    tracker.log(
+        row["iteration"],
+        {k: float(x) for k, x in row.items() if isinstance(x, (int, float)) and k != "iteration"},
+    )
+
+
+def finish_run(run_dir: Path, title: str, summary: dict, rows: list[dict], plot_groups: dict) -> dict:
+    """summary.json (with the per-iteration rows), the plots and report.md."""
+    from telos.plots import plot_metrics
+    from telos.tracking import read_metrics
+
+    summary = {**summary, "per_iteration": rows}
+    write_json_atomically(run_dir / "summary.json", summary)
+    plots = plot_metrics(read_metrics(run_dir), run_dir / "plots", plot_groups)
+    write_run_report(run_dir, title, summary, rows, plots)
+    return summary
+
+
 def question_rows(spec: str, count: int, iteration: int, seed: int, limit: int | None) -> list[dict]:
     """The ``count`` training questions of ``iteration``: consecutive slices of a seeded order of
     the training set, wrapping around (each iteration sees new questions while any are left)."""

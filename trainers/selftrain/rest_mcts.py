@@ -20,20 +20,19 @@ import torch
 from rollout.search.mcts import run_mcts
 from rollout.search.steps import StepProposer
 from rollout.search.tree import grade, target_rows, tree_stats, tree_to_json, value_targets
-from telos.checkpoint import write_json_atomically
 from telos.config import save_yaml, to_dict
-from telos.plots import plot_metrics
-from telos.tracking import Tracker, progress, read_metrics
+from telos.tracking import Tracker, progress
 from trainers.common.start_model import start_model_dir
 from trainers.selftrain.phases import (
+    finish_run,
     iteration_dir,
-    policy_sft,
+    log_iteration,
+    policy_phase,
     question_rows,
     read_jsonl,
     run_phase,
     value_training,
     write_jsonl_atomically,
-    write_run_report,
 )
 from trainers.selftrain.recipe import RestMCTSRecipe
 
@@ -186,21 +185,15 @@ def train_rest_mcts(recipe: RestMCTSRecipe, raw_config: dict | None = None) -> d
         s = run_phase(d / "search", resume, search_phase, recipe=r, out=d / "search", policy_dir=policy,
                       value_dir=value, iteration=it, resume=resume)  # fmt: skip
         p = (
-            run_phase(
+            policy_phase(
+                r,
                 d / "policy",
+                it,
+                policy,
+                d / "search" / "traces.jsonl",
                 resume,
-                policy_sft,
-                out=d / "policy",
-                start=policy,
-                traces=d / "search" / "traces.jsonl",
-                data=r.data,
-                verifier=r.verifier,
-                model_dtype=r.model.dtype,
-                sft=r.sft,
-                resume=resume,
-                name=f"{r.name}-policy-{it}",
                 eval_before=rest.eval_before_training and it == 1,
-            )
+            )  # fmt: skip
             if s["policy_traces"]
             else {"eval_accuracy": None, "model_dir": policy, "skipped": "no correct traces"}
         )
@@ -231,9 +224,7 @@ def train_rest_mcts(recipe: RestMCTSRecipe, raw_config: dict | None = None) -> d
             "value_loss": v.get("final_loss"),
         }
         rows_out.append(row)
-        tracker.log(
-            it, {k: float(x) for k, x in row.items() if isinstance(x, (int, float)) and k != "iteration"}
-        )
+        log_iteration(tracker, row)
     tracker.close()
     summary = {
         "name": r.name,
@@ -244,9 +235,5 @@ def train_rest_mcts(recipe: RestMCTSRecipe, raw_config: dict | None = None) -> d
         "policy_dir": policy,
         "value_dir": value,
         "total_seconds": round(time.perf_counter() - started, 1),
-        "per_iteration": rows_out,
     }
-    write_json_atomically(run_dir / "summary.json", summary)
-    plots = plot_metrics(read_metrics(run_dir), run_dir / "plots", PLOT_GROUPS)
-    write_run_report(run_dir, f"ReST-MCTS*: {r.name}", summary, rows_out, plots)
-    return summary
+    return finish_run(run_dir, f"ReST-MCTS*: {r.name}", summary, rows_out, PLOT_GROUPS)
