@@ -130,3 +130,13 @@ def test_rest_mcts_recipe_errors(capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "unknown recipe data" in err
+
+
+def test_self_training_refuses_several_processes(monkeypatch, tmp_path):
+    from telos.errors import UserError
+    from trainers.selftrain.bstar import train_bstar
+
+    recipe, raw = load_recipe(str(RECIPES / "bstar_tiny.yaml"), [f"output_dir={tmp_path}", "reward_model=null"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="one process"):
+        train_bstar(recipe, raw)

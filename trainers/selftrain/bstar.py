@@ -34,6 +34,7 @@ from trainers.selftrain.phases import (
     policy_phase,
     question_rows,
     run_phase,
+    single_process,
     write_jsonl_atomically,
 )
 from trainers.selftrain.recipe import BStarRecipe
@@ -157,6 +158,7 @@ def sample_phase(recipe: BStarRecipe, out: Path, policy_dir: str, iteration: int
 
 def train_bstar(recipe: BStarRecipe, raw_config: dict | None = None) -> dict:
     r, b = recipe, recipe.bstar
+    single_process("bstar")
     run_dir = Path(r.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = r.resume == "latest"

@@ -29,6 +29,19 @@ from trainers.common.math_data import DataSection
 from trainers.sft.recipe import SFTTrainSection
 
 
+def single_process(trainer: str) -> None:
+    """The self-training loops run in one process (their SFT and RM steps are single-process
+    runs); under ``accelerate launch`` every rank would write the same run directory."""
+    import os
+
+    from telos.errors import UserError
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise UserError(
+            f"trainer {trainer} runs in one process: start it with `telos train`, not accelerate launch"
+        )
+
+
 def iteration_dir(run_dir: Path, iteration: int) -> Path:
     return run_dir / f"iter-{iteration}"
 

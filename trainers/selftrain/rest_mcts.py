@@ -31,6 +31,7 @@ from trainers.selftrain.phases import (
     question_rows,
     read_jsonl,
     run_phase,
+    single_process,
     value_training,
     write_jsonl_atomically,
 )
@@ -144,6 +145,7 @@ def search_phase(
 
 def train_rest_mcts(recipe: RestMCTSRecipe, raw_config: dict | None = None) -> dict:
     r, rest = recipe, recipe.rest
+    single_process("rest_mcts")
     run_dir = Path(r.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = r.resume == "latest"
