@@ -224,6 +224,7 @@ def markdown(t: dict) -> str:
 
 def plot_budget(runs: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -235,6 +236,9 @@ def plot_budget(runs: list[dict], path: Path) -> None:
         ax.errorbar([r["tokens"] for r in rs], [r["accuracy"] for r in rs], yerr=[r["ci95"] for r in rs],
                     marker="o", capsize=3, label=method)  # fmt: skip
     ax.set_xscale("log")
+    ticks = [16, 32, 64, 128, 256, 512]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("generated tokens per question")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("test-time search on the tiny model (95 % CI over seeds)")

@@ -22,7 +22,7 @@ import torch
 from rewards.selection import aggregate_steps, best_index
 from rollout.search.steps import split_steps
 from telos.checkpoint import write_json_atomically
-from telos.config import save_yaml, to_dict
+from telos.config import to_dict
 from telos.tracking import Tracker
 from telos.types import SamplingParams
 from trainers.common.start_model import start_model_dir
@@ -34,7 +34,7 @@ from trainers.selftrain.phases import (
     policy_phase,
     question_rows,
     run_phase,
-    single_process,
+    start_run,
     write_jsonl_atomically,
 )
 from trainers.selftrain.recipe import BStarRecipe
@@ -158,12 +158,7 @@ def sample_phase(recipe: BStarRecipe, out: Path, policy_dir: str, iteration: int
 
 def train_bstar(recipe: BStarRecipe, raw_config: dict | None = None) -> dict:
     r, b = recipe, recipe.bstar
-    single_process("bstar")
-    run_dir = Path(r.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = r.resume == "latest"
-    started = time.perf_counter()
-    save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
+    run_dir, resume, started = start_run("bstar", r, raw_config)
     policy = start_model_dir(r.model.name_or_path)
     tracker = Tracker(
         run_dir,

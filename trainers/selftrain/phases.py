@@ -42,6 +42,19 @@ def single_process(trainer: str) -> None:
         )
 
 
+def start_run(trainer: str, recipe, raw_config: dict | None) -> tuple[Path, bool, float]:
+    """(run directory, resume?, start time): one process, the directory made, config.yaml saved."""
+    import time
+
+    from telos.config import save_yaml, to_dict
+
+    single_process(trainer)
+    run_dir = Path(recipe.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(raw_config if raw_config is not None else to_dict(recipe), run_dir / "config.yaml")
+    return run_dir, recipe.resume == "latest", time.perf_counter()
+
+
 def iteration_dir(run_dir: Path, iteration: int) -> Path:
     return run_dir / f"iter-{iteration}"
 

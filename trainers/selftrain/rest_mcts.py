@@ -20,7 +20,7 @@ import torch
 from rollout.search.mcts import run_mcts
 from rollout.search.steps import StepProposer
 from rollout.search.tree import grade, target_rows, tree_stats, tree_to_json, value_targets
-from telos.config import save_yaml, to_dict
+from telos.config import to_dict
 from telos.tracking import Tracker, progress
 from trainers.common.start_model import start_model_dir
 from trainers.selftrain.phases import (
@@ -31,7 +31,7 @@ from trainers.selftrain.phases import (
     question_rows,
     read_jsonl,
     run_phase,
-    single_process,
+    start_run,
     value_training,
     write_jsonl_atomically,
 )
@@ -145,12 +145,7 @@ def search_phase(
 
 def train_rest_mcts(recipe: RestMCTSRecipe, raw_config: dict | None = None) -> dict:
     r, rest = recipe, recipe.rest
-    single_process("rest_mcts")
-    run_dir = Path(r.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = r.resume == "latest"
-    started = time.perf_counter()
-    save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
+    run_dir, resume, started = start_run("rest_mcts", r, raw_config)
     policy = start_model_dir(r.model.name_or_path)
     value = start_model_dir(r.value.name_or_path)
     if r.value.init_data is not None:
