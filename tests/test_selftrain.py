@@ -136,7 +136,9 @@ def test_self_training_refuses_several_processes(monkeypatch, tmp_path):
     from telos.errors import UserError
     from trainers.selftrain.bstar import train_bstar
 
-    recipe, raw = load_recipe(str(RECIPES / "bstar_tiny.yaml"), [f"output_dir={tmp_path}", "reward_model=null"])
+    recipe, raw = load_recipe(
+        str(RECIPES / "bstar_tiny.yaml"), [f"output_dir={tmp_path}", "reward_model=null"]
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="one process"):
         train_bstar(recipe, raw)
