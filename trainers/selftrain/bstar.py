@@ -23,7 +23,7 @@ from rewards.selection import aggregate_steps, best_index
 from rollout.search.steps import split_steps
 from telos.checkpoint import write_json_atomically
 from telos.config import to_dict
-from telos.tracking import Tracker
+from telos.tracking import Tracker, progress
 from telos.types import SamplingParams
 from trainers.common.start_model import start_model_dir
 from trainers.selftrain.balance import choose_configuration, exploration_exploitation, sample_score
@@ -47,6 +47,9 @@ PLOT_GROUPS = {
 }
 
 
+SAMPLE_CHUNK = 32  # questions per engine call: a progress update every chunk, bounded memory
+
+
 class Sampler:
     """Samples and grades k responses per question with the current policy (one engine call
     per temperature), and scores them with the PRM when there is one."""
@@ -66,8 +69,9 @@ class Sampler:
             ProcessRM.from_pretrained(start_model_dir(recipe.reward_model)) if recipe.reward_model else None
         )
 
-    def sample(self, rows: list[dict], temperature: float, seed: int):
-        """(texts, correct, scores, prm_best, tokens) per question."""
+    def sample(self, rows: list[dict], temperature: float, seed: int, on_done=lambda n: None):
+        """(texts, correct, scores, prm_best, tokens) per question; ``on_done(n)`` after each
+        chunk of ``SAMPLE_CHUNK`` questions (the progress bar)."""
         from envs.math.prompts import format_prompt
         from rewards.functions import score_completions
 
@@ -76,7 +80,11 @@ class Sampler:
             format_prompt(row, r.data.template, tokenizer=self.tokenizer, chat=r.data.chat) for row in rows
         ]
         params = SamplingParams(n=k, temperature=temperature, max_tokens=r.bstar.max_tokens, seed=seed)
-        outs = self.engine.generate(prompts, params)
+        outs = []
+        for c, start in enumerate(range(0, len(prompts), SAMPLE_CHUNK)):
+            part = prompts[start : start + SAMPLE_CHUNK]
+            outs += self.engine.generate(part, SamplingParams(**{**params.__dict__, "seed": seed * 1009 + c}))
+            on_done(len(part))
         flat_prompts = [p for p in prompts for _ in range(k)]
         totals, _ = score_completions(
             [self.reward_fn],
@@ -109,26 +117,30 @@ def sample_phase(recipe: BStarRecipe, out: Path, policy_dir: str, iteration: int
     b = recipe.bstar
     sampler = Sampler(recipe, policy_dir)
     seed = b.seed * 1_000_003 + iteration * 1009
-    try:
-        table: dict = {}
-        if b.adapt:
-            dev = question_rows(
-                recipe.data.train, b.dev_queries, iteration, b.seed + 7, recipe.data.num_train
+    total = (len(b.temperatures) * b.dev_queries if b.adapt else 0) + b.questions_per_iteration
+    with progress(total, f"B-STaR sampling, iteration {iteration}") as bar:
+        try:
+            table: dict = {}
+            if b.adapt:
+                dev = question_rows(
+                    recipe.data.train, b.dev_queries, iteration, b.seed + 7, recipe.data.num_train
+                )
+                by_t = {}
+                for j, temperature in enumerate(b.temperatures):
+                    texts, correct, scores, _, _ = sampler.sample(dev, temperature, seed + j, bar.advance)
+                    by_t[temperature] = (texts, correct, scores)
+                choice, table = choose_configuration(by_t, b.thresholds, b.n_star)
+                temperature, threshold, dev_balance = choice.temperature, choice.threshold, choice.balance
+            else:
+                temperature, threshold, dev_balance = b.temperature, b.threshold, None
+            rows = question_rows(
+                recipe.data.train, b.questions_per_iteration, iteration, b.seed, recipe.data.num_train
             )
-            by_t = {}
-            for j, temperature in enumerate(b.temperatures):
-                texts, correct, scores, _, _ = sampler.sample(dev, temperature, seed + j)
-                by_t[temperature] = (texts, correct, scores)
-            choice, table = choose_configuration(by_t, b.thresholds, b.n_star)
-            temperature, threshold, dev_balance = choice.temperature, choice.threshold, choice.balance
-        else:
-            temperature, threshold, dev_balance = b.temperature, b.threshold, None
-        rows = question_rows(
-            recipe.data.train, b.questions_per_iteration, iteration, b.seed, recipe.data.num_train
-        )
-        texts, correct, scores, prm_best, tokens = sampler.sample(rows, temperature, seed + 997)
-    finally:
-        sampler.close()
+            texts, correct, scores, prm_best, tokens = sampler.sample(
+                rows, temperature, seed + 997, bar.advance
+            )
+        finally:
+            sampler.close()
     from trainers.selftrain.balance import balance_score
 
     kept = [[s > threshold for s in ss] for ss in scores]
