@@ -186,3 +186,19 @@ def test_eval_math_search_errors_are_one_line(argv, message, tiny_model_dir, cap
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_eval_math_search_mcts_on_vllm(tiny_model_dir, value_dir, tmp_path):
+    """The step proposer on vLLM: stop at the newline, EOS ends a solution, trees finish."""
+    out = tmp_path / "out"
+    code = cli_main([
+        "eval", "math", "--model", str(tiny_model_dir), "--data", "procedural:arith:test?n=4&max_value=50&max_operand=9",
+        "--search", "mcts", "--value", str(value_dir), "--budget", "48", "--reward", "numeric", "--max-tokens", "32",
+        "--engine", "vllm", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(s["tokens"] >= 1 for s in samples)
+    assert sum(s["extracted"] is not None for s in samples) >= 2  # finished solutions state answers

@@ -63,7 +63,7 @@ class Sampler:
         self.recipe = recipe
         self.tokenizer = load_tokenizer(policy_dir)
         model = load_model(policy_dir, "float32").to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        self.engine = make_engine("hf", model, self.tokenizer)
+        self.engine = make_engine(recipe.bstar.engine, model, self.tokenizer)
         self.reward_fn = resolve_reward_function(recipe.verifier)
         self.prm = (
             ProcessRM.from_pretrained(start_model_dir(recipe.reward_model)) if recipe.reward_model else None

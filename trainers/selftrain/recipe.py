@@ -28,6 +28,9 @@ class SelfTrainSection:
     questions_per_iteration: Annotated[int, number("training questions searched per iteration", ge=1)] = 128
     eval_before_training: Annotated[bool, flag("greedy held-out accuracy of the start policy too")] = True
     seed: Annotated[int, number("seeds question order and sampling", ge=0)] = 0
+    engine: Annotated[
+        Literal["hf", "vllm"], text("generation backend of the search / sampling (vllm: colocated)")
+    ] = "hf"
 
 
 def _sft_default() -> SFTTrainSection:

@@ -60,7 +60,7 @@ def search_phase(
     rows = question_rows(r.data.train, rest.questions_per_iteration, iteration, rest.seed, r.data.num_train)
     tokenizer = load_tokenizer(policy_dir)
     model = load_model(policy_dir, "float32").to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    engine = make_engine("hf", model, tokenizer)
+    engine = make_engine(rest.engine, model, tokenizer)
     value = ProcessRM.from_pretrained(value_dir)
     proposer = StepProposer(
         engine, tokenizer.eos_token_id, max_step_tokens=r.search.max_step_tokens, max_steps=r.search.max_steps
