@@ -140,8 +140,9 @@ def run_mcts(
         _roll_forward(rolls, proposer, values, cfg, call_seed + 1)
         for _, leaf in to_expand:  # a dead end is visited too, so selection moves on
             backup(leaf)
+        live_ids = {id(t) for t in live}
         for i, t in enumerate(trees):
-            if t.done or t not in live:
+            if t.done or id(t) not in live_ids:
                 continue
             t.rounds += 1
             if t.finished(cfg.end_gate, mode) or (budgets[i] is not None and t.tokens >= budgets[i]):
