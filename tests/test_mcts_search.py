@@ -190,15 +190,20 @@ def test_eval_math_search_errors_are_one_line(argv, message, tiny_model_dir, cap
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_eval_math_search_mcts_on_vllm(tiny_model_dir, value_dir, tmp_path):
-    """The step proposer on vLLM: stop at the newline, EOS ends a solution, trees finish."""
+def test_eval_math_search_mcts_on_vllm(tiny_model_dir, value_dir, tmp_path, subprocess_env):
+    """The step proposer on vLLM: stop at the newline, EOS ends a solution, trees finish. In a
+    subprocess, as every vLLM test here: vLLM rebinds kernels across every loaded module and
+    pins the process's threads."""
+    import subprocess
+    import sys
+
     out = tmp_path / "out"
-    code = cli_main([
-        "eval", "math", "--model", str(tiny_model_dir), "--data", "procedural:arith:test?n=4&max_value=50&max_operand=9",
+    done = subprocess.run([
+        sys.executable, "-m", "telos", "eval", "math", "--model", str(tiny_model_dir), "--data", "procedural:arith:test?n=4&max_value=50&max_operand=9",
         "--search", "mcts", "--value", str(value_dir), "--budget", "48", "--reward", "numeric", "--max-tokens", "32",
         "--engine", "vllm", "--out", str(out),
-    ])  # fmt: skip
-    assert code == 0
+    ], env=subprocess_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(s["tokens"] >= 1 for s in samples)
     assert sum(s["extracted"] is not None for s in samples) >= 2  # finished solutions state answers
