@@ -246,3 +246,19 @@ def append_partial(path: Path, run: dict) -> None:
         f.write(json.dumps(run) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+class PartialRuns:
+    """The finished runs of a resumable experiment, kept in a partial JSONL file: ``have``
+    finds a run by its key fields, ``record`` adds one (appended and fsynced at once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs = read_partial(path)
+
+    def have(self, **key) -> dict | None:
+        return next((r for r in self.runs if all(r.get(k) == v for k, v in key.items())), None)
+
+    def record(self, run: dict) -> None:
+        self.runs.append(run)
+        append_partial(self.path, run)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO_ROOT, append_partial, machine_info, read_partial, set_offline, write_json  # noqa: E402
+from benchmarks.common import REPO_ROOT, PartialRuns, machine_info, set_offline, write_json  # noqa: E402
 from benchmarks.mcts_batching import ensure_value_model  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -84,14 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_offline()
     parts = args.parts.split(",")
     partial = RESULTS / "rest_mcts_experiment.partial.jsonl"
-    runs = read_partial(partial)
-
-    def have(**key) -> dict | None:
-        return next((r for r in runs if all(r.get(k) == v for k, v in key.items())), None)
-
-    def record(run: dict) -> None:
-        runs.append(run)
-        append_partial(partial, run)
+    done = PartialRuns(partial)
+    runs, have, record = done.runs, done.have, done.record
 
     value = ensure_value_model()
     if "search" in parts:

@@ -101,8 +101,8 @@ class VLLMServerEngine(Engine):
                     ) from e
                 time.sleep(1.0)
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        ids = [list(p) for p in prompt_ids]
         body = {"prompt_token_ids": ids, "sampling": asdict(params)}
         groups = self._request("/generate", body)["groups"]
         return completions_from(groups, ids, self.tokenizer, params.stop)

@@ -14,10 +14,22 @@ ENGINES: Registry[type[Engine]] = Registry("engine backend")
 
 class Engine(ABC):
     """Generates ``params.n`` completions per prompt, returned grouped: the completions of
-    prompt i are ``result[i * n : (i + 1) * n]``."""
+    prompt i are ``result[i * n : (i + 1) * n]``.
+
+    ``generate_ids`` is the token-in/token-out form that multi-turn rollouts use: an episode's
+    context grows by appending token ids, never by re-tokenising its text (re-tokenised text can
+    split differently from what was sampled, and the trainer would then score other tokens)."""
+
+    tokenizer: object
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        return self.generate_ids(ids, params)
 
     @abstractmethod
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]: ...
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[Completion]: ...
 
     def sync_weights(self, model) -> None:  # noqa: B027 - in-process engines share the model
         """Make the engine sample from ``model``'s current weights."""

@@ -110,9 +110,8 @@ class HFEngine(Engine):
     def _decoder(self):
         return self._lean if self._lean is not None else TransformersDecoder(self.model)
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-        rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        rows = [(i, list(ids)) for i, ids in enumerate(prompt_ids) for _ in range(params.n)]
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
         was_training = self.model.training

@@ -240,8 +240,8 @@ class VLLMColocatedEngine(Engine):
         self.sleep_between_steps = sleep
         self.sync_weights(model)
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        ids = [list(p) for p in prompt_ids]
         if self.runner.weights_lost:  # slept since the last push (e.g. an evaluation right after one)
             self.sync_weights(self.model)
         groups = self.runner.generate(ids, params)

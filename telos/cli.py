@@ -24,6 +24,7 @@ COMMANDS = {
     "eval math": "eval.math_search:eval_math_or_search_command",
     "eval rm": "eval.rm:eval_rm_command",
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
+    "eval agent": "eval.agent:eval_agent_command",
     "data crafter-play": "eval.crafter_play:crafter_play_command",
     "data preferences": "eval.rm_data:preferences_command",
     "data process-labels": "eval.rm_data:process_labels_command",
@@ -178,6 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument(
         "--controller-option", action="append", help="KEY=VALUE (see ScriptedConfig / LearnedController)"
     )
+
+    ag = ev_sub.add_parser("agent", help="an LLM actor on a pool of text-world games (multi-turn episodes)")
+    ag.add_argument(
+        "--env", required=True, help="games: env:textworld-cooking?split=valid&games=32, env:twx-..."
+    )
+    ag.add_argument(
+        "--actor", required=True, help="model directory, hub id, tiny:textworld-cooking, llm:PATH"
+    )
+    ag.add_argument("--episodes", type=int, default=1, help="episodes per game (seeds SEED..SEED+K-1)")
+    ag.add_argument(
+        "--workers", type=int, default=1, help="parallel worker processes (games split among them)"
+    )
+    ag.add_argument("--temperature", type=float, default=0.0, help="actor sampling temperature (0: greedy)")
+    ag.add_argument("--seed", type=int, default=0)
+    ag.add_argument("--engine", default="hf", help="hf | vllm (colocated)")
+    ag.add_argument("--admissible", action="store_true", help="list the valid actions after each observation")
+    ag.add_argument("--instruction", default=None, help="text put before the first observation")
+    ag.add_argument("--chat", action="store_true", help="the actor's chat template (instruction = system)")
+    ag.add_argument("--action-tokens", type=int, default=24, help="action length cap per turn")
+    ag.add_argument("--max-context", type=int, default=None, help="episode token cap (default: the model's)")
+    ag.add_argument("--out", required=True, help="directory for results.json, report.md, success.png")
 
     data = sub.add_parser("data", help="build training data (reward models, agents)")
     d_sub = data.add_subparsers(dest="data_kind", required=True)

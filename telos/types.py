@@ -25,7 +25,12 @@ class SamplingParams:
 @dataclass
 class Completion:
     """One sampled answer. ``logprobs[i]`` is the sampler's log-prob of ``token_ids[i]``
-    (after temperature / top-k / top-p, i.e. of the distribution actually sampled from)."""
+    (after temperature / top-k / top-p, i.e. of the distribution actually sampled from).
+
+    A multi-turn episode is one Completion too: ``token_ids`` holds every turn's action tokens
+    and the environment's text between them, and ``loss_mask[i]`` is 1 where the model wrote
+    ``token_ids[i]`` and 0 on environment tokens (their ``logprobs`` are 0.0 placeholders).
+    None: every token is the model's."""
 
     prompt_index: int
     prompt_token_ids: list[int]
@@ -33,3 +38,4 @@ class Completion:
     text: str
     logprobs: list[float]
     finish_reason: str  # "stop" (EOS or stop string) | "length"
+    loss_mask: list[int] | None = None

@@ -100,6 +100,33 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+# the small cooking games of the agent-RL tests (TextWorld generates each once per session)
+TEXT_GAMES = "env:textworld-cooking?recipe=1&take=1&go=1&split=train"
+
+
+@pytest.fixture(scope="session")
+def text_actor_dir(tmp_path_factory) -> Path:
+    """A tiny text-world actor cloned from noisy walkthroughs of the 4 cooking games the agent
+    tests play (~2 min): it knows them, but wastes turns on harmless mistakes, and with 6 steps
+    to spare for a 5-step walkthrough it often runs out (``tiny:textworld-cooking`` in small)."""
+    from trainers.common.sft import SFTConfig
+    from trainers.common.tiny_actor import TinyActorConfig, build_text_actor
+
+    out = tmp_path_factory.mktemp("text-actor") / "model"
+    cfg = TinyActorConfig(
+        env=f"{TEXT_GAMES}&games=4&seed=0&max_steps=12",
+        episodes_per_game=8,
+        sft=SFTConfig(steps=150, batch_size=8, lr=2e-3, warmup_steps=20),
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_text_actor(cfg, out)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
     """Environment for ``telos`` / ``accelerate`` subprocesses: one OpenMP thread per process,

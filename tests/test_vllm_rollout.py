@@ -42,7 +42,7 @@ COLOCATED_DRIVER = textwrap.dedent(
     summary, ctx = train_rl(recipe, raw, return_context=True)
     model = ctx.accelerator.unwrap_model(ctx.model)
     hf = make_engine("hf", model, ctx.tokenizer)
-    prompts = [r["_prompt"] for r in ctx.test_rows[:8]]
+    prompts = [r["_prompt"] for r in ctx.source.test_rows[:8]]
     greedy = SamplingParams(temperature=0.0, max_tokens=24)
 
     def ids(engine):
@@ -57,7 +57,7 @@ COLOCATED_DRIVER = textwrap.dedent(
     out["equal_after_sync"] = ids(ctx.engine) == ids(hf)
     out["engine"] = type(ctx.engine).__name__
     # more prompt tokens than one scheduler step takes (chunked prefill) with a seed must work
-    many = [r["_prompt"] for r in ctx.test_rows] * 40
+    many = [r["_prompt"] for r in ctx.source.test_rows] * 40
     big = ctx.engine.generate(many, SamplingParams(n=2, max_tokens=4, seed=3))
     out["chunked_prefill_ok"] = len(big) == 2 * len(many) and sum(len(p) for p in ctx.tokenizer(many)["input_ids"]) > 4096
     json.dump(out, open(sys.argv[2], "w"))

@@ -72,7 +72,7 @@ def pack_completions(completions: list[Completion], pad_id: int, share_prompts: 
         if t:
             input_ids[i, wp : wp + len(t)] = torch.tensor(t, dtype=torch.long)
             attn[i, wp : wp + len(t)] = 1
-            cmask[i, : len(t)] = 1.0
+            cmask[i, : len(t)] = 1.0 if c.loss_mask is None else torch.tensor(c.loss_mask, dtype=torch.float)
     groups = prompt_groups([c.prompt_token_ids for c in completions]) if share_prompts else None
     return PackedBatch(input_ids, attn, input_ids[:, wp:], cmask, groups)
 

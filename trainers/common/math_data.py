@@ -17,7 +17,11 @@ CHECK_ROWS = 16  # rows of a local data file that `telos check` validates
 @dataclass
 class DataSection:
     train: Annotated[
-        str, text("problems: procedural:arith, file.jsonl, hf:openai/gsm8k:main@train"), local_path("data")
+        str,
+        text(
+            "problems: procedural:arith, file.jsonl, hf:openai/gsm8k:main@train; or games: env:textworld-cooking?..."
+        ),
+        local_path("data"),
     ]
     test: Annotated[
         str | None, text("held-out problems for greedy eval (same forms)"), local_path("data")
@@ -33,10 +37,17 @@ def check_math_data(data: DataSection) -> None:
     first rows map to the contract) and the template is known."""
     from envs.math.prompts import TEMPLATES
     from envs.math.sources import parse_spec
+    from envs.text.base import is_env_spec
+    from envs.text.pools import parse_env_spec
 
+    if is_env_spec(data.train) != (data.test is None or is_env_spec(data.test)):
+        raise UserError("'data.train' and 'data.test' must both be env: specs (games) or both problems")
     for key in ("train", "test"):
         spec = getattr(data, key)
-        if spec is not None:
+        if spec is not None and is_env_spec(spec):
+            with about(f"data.{key}"):
+                parse_env_spec(spec)
+        elif spec is not None:
             with about(f"data.{key}"):
                 parsed = parse_spec(spec)
                 if spec.startswith("procedural:"):

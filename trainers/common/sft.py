@@ -46,14 +46,32 @@ def sft_batch(tokenizer, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def masked_batch(pad_id: int, examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """Right-padded rows of token ids with ``labels`` = the id where its mask is 1, else -100:
+    a multi-turn episode trains its action tokens, not the environment's."""
+    width = max(len(ids) for ids, _ in examples)
+    ids_t = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (ids, trained) in enumerate(examples):
+        row = torch.tensor(ids, dtype=torch.long)
+        ids_t[i, : len(ids)] = row
+        labels[i, : len(ids)] = torch.where(torch.tensor(trained, dtype=torch.bool), row, -100)
+        attn[i, : len(ids)] = 1
+    return {"input_ids": ids_t, "attention_mask": attn, "labels": labels}
+
+
 def train_sft(
     model,
     tokenizer,
-    pairs: list[tuple[str, str]],
+    pairs: list,
     cfg: SFTConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    collate: Callable[[list], dict[str, torch.Tensor]] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place for ``cfg.steps`` steps of shuffled mini-batches; returns losses."""
+    """Train ``model`` in place for ``cfg.steps`` steps of shuffled mini-batches; returns losses.
+    ``pairs`` are (prompt, completion) texts, or whatever ``collate`` turns into a batch."""
+    collate = collate or (lambda items: sft_batch(tokenizer, items))
     rng = random.Random(cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -64,7 +82,7 @@ def train_sft(
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(pairs)), len(pairs))
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = sft_batch(tokenizer, [pairs[i] for i in idx])
+        batch = collate([pairs[i] for i in idx])
         loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -35,7 +35,7 @@ class TinyTaskConfig:
     sft_direct_frac: float = 0.5
 
 
-TINY_TASKS = ("arith",)
+TINY_TASKS = ("arith", "textworld-cooking")
 # the problem distribution of the tiny model and its recipes (recipes/math/*_tiny.yaml)
 TINY_ARITH = {"max_value": 50, "max_operand": 9, "min_ops": 2, "max_ops": 3}
 
@@ -70,18 +70,24 @@ def resolve_tiny(spec: str, is_main: bool = True, wait: Callable[[], None] = lam
     processes on the machine that resolve it at the same time wait on the cache lock and reuse
     the first one's build."""
     task = spec.split(":", 1)[1] or "arith"
-    cfg = TinyTaskConfig(task=task)
     if task not in TINY_TASKS:
         raise UserError(
             f"model {spec!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
         )
+    if task == "arith":
+        cfg = TinyTaskConfig(task=task)
+        builder, minutes = build_sft_model, 2
+    else:
+        from trainers.common.tiny_actor import TinyActorConfig, build_text_actor
+
+        cfg, builder, minutes = TinyActorConfig(), build_text_actor, 4
     key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     out = cache_dir() / f"tiny-{task}-{key}"
     if is_main:
 
         def build(tmp: Path) -> None:
-            print(f"building the tiny {task} model once (SFT warm-up, ~2 min) → {out}", flush=True)
-            build_sft_model(cfg, tmp)
+            print(f"building the tiny {task} model once (SFT warm-up, ~{minutes} min) → {out}", flush=True)
+            builder(cfg, tmp)
 
         build_cached(out, build, ready=lambda p: (p / "config.json").exists(), what=f"tiny:{task}")
     wait()

@@ -19,6 +19,7 @@ from torch import Tensor
 from telos.types import Completion
 from trainers.common.batching import PackedBatch
 from trainers.rl.advantages import ADVANTAGES, moments_std, nan_moments
+from trainers.rl.gigpo import episode_token_advantages
 from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
 from trainers.rl.nft import NFTBatch, nft_group_filter, nft_pass_rates
 from trainers.rl.oreal import OREALBatch, rloo_advantages, select_pairs
@@ -96,6 +97,11 @@ class Algorithm:
             if len(rewards)
             else rewards
         )
+        if g.step_advantage_weight > 0 and groups.episodes:  # GiGPO: per-turn credit on top
+            adv, stats = episode_token_advantages(
+                groups.episodes, adv, group_size, g.step_advantage_weight, g.step_gamma, g.step_mode
+            )
+            return TrainBatch(groups.completions, adv, valid, stats=stats)
         return TrainBatch(groups.completions, adv, valid)
 
     def step_pools(self, tb: TrainBatch, mask: Tensor, idx: list[int]) -> dict[str, float]:

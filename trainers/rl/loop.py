@@ -35,11 +35,11 @@ from trainers.rl.recipe import RLRecipe
 from trainers.rl.rollout_batch import (
     ScoredGroups,
     drop_groups,
-    generate_scored_groups,
     rollout_stats,
     sum_over_ranks,
 )
-from trainers.rl.setup import RunContext, evaluate_greedy, finish_run, setup_run
+from trainers.rl.setup import RunContext, finish_run, setup_run
+from trainers.rl.sources import episode_stats
 
 PROGRESS_KEYS = ["reward_mean", "accuracy", "eval_accuracy", "tokens_per_s"]
 
@@ -73,18 +73,8 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         # every rank draws the same global slice so the data cursor stays identical across ranks
         global_idx = sampler.take(per_rank * acc.num_processes)
         idx = global_idx[acc.process_index * per_rank : (acc.process_index + 1) * per_rank]
-        prompts = [ctx.train_prompts[i] for i in idx]
         params.seed = None if params.seed is None else params.seed + round_ * 7919
-        groups = generate_scored_groups(
-            ctx.engine,
-            ctx.train_rows,
-            idx,
-            prompts,
-            params,
-            ctx.reward_fns,
-            ctx.reward_weights,
-            ctx.correctness_fn,
-        )
+        groups = ctx.source.groups(idx, params)
         all_groups.extend(groups)
         flat = algo.flat_groups(groups, G)
         flat_groups += int(flat.sum())
@@ -96,8 +86,7 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         if acc.gather(need_more).sum().item() == 0:
             break
     if algo.dynamic_sampling and len(kept.row_indices) > per_rank:
-        kept.completions, kept.rewards = kept.completions[: per_rank * G], kept.rewards[: per_rank * G]
-        kept.correct, kept.row_indices = kept.correct[: per_rank * G], kept.row_indices[:per_rank]
+        kept.truncate(per_rank, G)
 
     train = algo.train_batch(kept, G, step, acc.process_index)
     lengths = torch.tensor([len(c.token_ids) for c in all_groups.completions], dtype=torch.float)
@@ -108,6 +97,7 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         "clipped_ratio": sum(c.finish_reason == "length" for c in all_groups.completions) / len(lengths),
         "groups_kept": len(kept.row_indices),
         "resample_rounds": round_,
+        **(episode_stats(all_groups.episodes) if all_groups.episodes else {}),
         **train.stats,
     }
     return RolloutBatch(train, stats, int(lengths.sum()))
@@ -241,7 +231,7 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
     if acc.is_main_process:
         save_yaml(raw_config if raw_config is not None else to_dict(recipe), run_dir / "config.yaml")
 
-    sampler = PromptSampler(len(ctx.train_rows), r.train.seed, cursor=state["cursor"])
+    sampler = PromptSampler(len(ctx.source.rows), r.train.seed, cursor=state["cursor"])
     tracker = Tracker(
         run_dir,
         total_steps=r.train.steps,
@@ -254,8 +244,9 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
     )
     generated = state.get("generated_tokens", 0)
     if r.train.eval_before_training and state["step"] == 0:
-        state["initial_eval_accuracy"] = evaluate_greedy(ctx)
-        tracker.log(0, {"eval_accuracy": state["initial_eval_accuracy"]})
+        initial = ctx.source.evaluate()
+        state["initial_eval_accuracy"], state["initial_eval"] = initial["eval_accuracy"], initial
+        tracker.log(0, initial)
     start = time.perf_counter()
     for step in range(state["step"] + 1, r.train.steps + 1):
         if 0 < r.train.max_generated_tokens <= generated:  # resumed after the budget was spent
@@ -282,7 +273,9 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
         # a sampled-token budget ends the run at the step that reaches it (same on every rank)
         last = step == r.train.steps or 0 < r.train.max_generated_tokens <= generated
         if last or (r.train.eval_every and step % r.train.eval_every == 0):
-            metrics["eval_accuracy"] = state["final_eval_accuracy"] = evaluate_greedy(ctx)
+            evaluation = ctx.source.evaluate()
+            metrics.update(evaluation)
+            state["final_eval_accuracy"], state["final_eval"] = evaluation["eval_accuracy"], evaluation
         tracker.log(step, metrics)
         if step % r.train.save_every == 0 or last:
             save_checkpoint(
@@ -309,8 +302,8 @@ def train_rl(recipe: RLRecipe, raw_config: dict | None = None, return_context: b
     summary = finish_run(
         ctx,
         train_seconds=time.perf_counter() - start,
-        initial_eval=state.get("initial_eval_accuracy"),
-        final_eval=state.get("final_eval_accuracy"),
+        initial_eval=state.get("initial_eval"),
+        final_eval=state.get("final_eval"),
         plot_groups=algo.plot_groups,
     )
     return (summary, ctx) if return_context else summary

@@ -119,6 +119,38 @@ class GRPOSection(RolloutReuse, GroupFilter):
         None
     )
     beta: Annotated[float, number("k3 KL to a frozen reference; 0 = no reference model loaded", ge=0)] = 0.0
+    step_advantage_weight: Annotated[
+        float, number("GiGPO w: per-turn step-group advantage added (env data; 0 = episode-level only)", ge=0)
+    ] = 0.0
+    step_gamma: Annotated[float, number("GiGPO discount of the per-turn returns", ge=0, le=1)] = 0.95
+    step_mode: Annotated[Literal["mean_std_norm", "mean_norm"], text("GiGPO step-group normalisation")] = (
+        "mean_std_norm"
+    )
+
+
+@dataclass
+class EpisodeSection:
+    """Multi-turn episodes, when ``data.train`` is an ``env:`` spec (rollout/episodes.py): each
+    prompt group is G episodes of one game; an episode's reward is its score."""
+
+    instruction: Annotated[str, text("text put before the first observation")] = ""
+    admissible: Annotated[bool, flag("list the game's valid actions after each observation")] = False
+    chat: Annotated[
+        bool, flag("the tokenizer's chat template: instruction = system, observations = user")
+    ] = False
+    action_tokens: Annotated[int, number("action length cap per turn, in tokens", ge=1)] = 24
+    max_context: Annotated[
+        int | None, number("episode length cap in tokens (null: the model's max_position_embeddings)", ge=1)
+    ] = None
+    reward: Annotated[
+        Literal["score", "won"], text("episode reward: score / max_score, or 1 if won else 0")
+    ] = "score"
+    eval_temperature: Annotated[
+        float, number("held-out episodes' sampling temperature (0: greedy)", ge=0)
+    ] = 0.0
+    eval_episodes: Annotated[
+        int, number("held-out episodes per game (seeds 0..k-1; >1 needs T > 0)", ge=1)
+    ] = 1
 
 
 @dataclass
@@ -179,6 +211,9 @@ class RLRecipe:
         default_factory=SamplingSection
     )
     train: Annotated[TrainSection, text("optimization")] = field(default_factory=TrainSection)
+    episodes: Annotated[EpisodeSection, text("multi-turn episodes (env: data only)")] = field(
+        default_factory=EpisodeSection
+    )
 
     @property
     def run_dir(self) -> str:

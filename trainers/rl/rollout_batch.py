@@ -23,12 +23,25 @@ class ScoredGroups:
     correct: list[float | None] = field(default_factory=list)
     row_indices: list[int] = field(default_factory=list)  # one per group
     stats: dict[str, float] = field(default_factory=dict)
+    # multi-turn data: the Episode behind each completion (per-turn spans, rewards and states)
+    episodes: list = field(default_factory=list)
 
     def extend(self, other: ScoredGroups) -> None:
         self.completions += other.completions
         self.rewards += other.rewards
         self.correct += other.correct
         self.row_indices += other.row_indices
+        self.episodes += other.episodes
+
+    def truncate(self, num_groups: int, group_size: int) -> None:
+        """Keep the first ``num_groups`` groups."""
+        n = num_groups * group_size
+        self.completions, self.rewards, self.correct = (
+            self.completions[:n],
+            self.rewards[:n],
+            self.correct[:n],
+        )
+        self.row_indices, self.episodes = self.row_indices[:num_groups], self.episodes[:n]
 
 
 def rewards_tensor(values: list[float | None], group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +149,7 @@ def drop_groups(groups: ScoredGroups, flat: torch.Tensor, group_size: int) -> Sc
         kept.completions += groups.completions[sl]
         kept.rewards += groups.rewards[sl]
         kept.correct += groups.correct[sl]
+        kept.episodes += groups.episodes[sl]
         kept.row_indices.append(groups.row_indices[g])
     return kept
 

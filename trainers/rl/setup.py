@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from envs.math.prompts import format_prompt
 from envs.math.sources import load_rows
-from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function, reward_inputs
+from envs.text.base import is_env_spec
+from envs.text.pools import load_pool
+from rewards.functions import REWARD_FUNCTIONS, resolve_reward_function
 from rollout.backends import make_engine
 from rollout.engine import Engine
 from telos.checkpoint import write_json_atomically
@@ -22,11 +22,11 @@ from telos.errors import UserError
 from telos.models import load_model, load_tokenizer
 from telos.plots import plot_metrics
 from telos.tracking import read_metrics
-from telos.types import SamplingParams
 from trainers.common.distributed import make_accelerator, run_layout, save_final
 from trainers.common.schedule import make_scheduler
 from trainers.common.start_model import resolve_start_model
 from trainers.rl.recipe import RLRecipe
+from trainers.rl.sources import EpisodeSource, PromptSource
 
 PLOT_GROUPS = {
     "reward": ["reward_mean"],
@@ -46,12 +46,7 @@ class RunContext:
     engine: Engine
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    train_rows: list[dict]
-    train_prompts: list[str]
-    test_rows: list[dict]
-    reward_fns: list[Callable]
-    reward_weights: list[float]
-    correctness_fn: Callable | None
+    source: PromptSource | EpisodeSource  # the rows, their scored groups, the held-out evaluation
     ref_model: torch.nn.Module | None = None
     model_path: str = ""  # where the starting weights were loaded from (a ZeRO-3 reference reloads them)
     started: float = field(default_factory=time.perf_counter)
@@ -93,26 +88,17 @@ def setup_run(recipe: RLRecipe) -> RunContext:
         model.gradient_checkpointing_enable()
     model.train()
 
+    episodic = is_env_spec(recipe.data.train)
+
     def rows_of(spec: str, limit: int | None) -> list[dict]:
+        if episodic:  # a pool of games (built and cached on first use)
+            return load_pool(spec)[:limit]
         return load_rows(spec, limit=limit, seed=recipe.train.seed)
 
     train_rows = rows_of(recipe.data.train, recipe.data.num_train)
     if not train_rows:
         raise UserError(f"data.train {recipe.data.train!r} has no rows")
     test_rows = rows_of(recipe.data.test, recipe.data.num_test) if recipe.data.test else []
-
-    def prompt_of(row: dict) -> str:
-        return format_prompt(row, recipe.data.template, tokenizer=tokenizer, chat=recipe.data.chat)
-
-    reward_fns = [resolve_reward_function(s.name) for s in recipe.rewards]
-    correctness = next(
-        (
-            f
-            for s, f in zip(recipe.rewards, reward_fns, strict=True)
-            if s.name in REWARD_FUNCTIONS and s.name != "format"
-        ),
-        None,
-    )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=recipe.train.lr,
@@ -137,6 +123,20 @@ def setup_run(recipe: RLRecipe) -> RunContext:
         sleep=e.sleep,
         seed=recipe.train.seed,
     )
+    if episodic:
+        max_len = e.max_model_len or acc.unwrap_model(model).config.max_position_embeddings
+        source = EpisodeSource.build(recipe, engine, tokenizer, train_rows, test_rows, max_len)
+    else:
+        reward_fns = [resolve_reward_function(s.name) for s in recipe.rewards]
+        correctness = next(
+            (
+                f
+                for s, f in zip(recipe.rewards, reward_fns, strict=True)
+                if s.name in REWARD_FUNCTIONS and s.name != "format"
+            ),
+            None,
+        )
+        source = PromptSource.build(recipe, engine, tokenizer, train_rows, test_rows, reward_fns, correctness)
     return RunContext(
         recipe=recipe,
         accelerator=acc,
@@ -145,47 +145,30 @@ def setup_run(recipe: RLRecipe) -> RunContext:
         engine=engine,
         optimizer=optimizer,
         scheduler=scheduler,
-        train_rows=train_rows,
-        train_prompts=[prompt_of(r) for r in train_rows],
-        test_rows=[{**r, "_prompt": prompt_of(r)} for r in test_rows],
-        reward_fns=reward_fns,
-        reward_weights=[s.weight for s in recipe.rewards],
-        correctness_fn=correctness,
+        source=source,
         model_path=name,
     )
 
 
 def evaluate_greedy(ctx: RunContext) -> float:
-    """Greedy pass@1 on the held-out rows (main process's engine; every rank computes the
-    same number, cheaply, so no broadcast is needed)."""
-    rows = ctx.test_rows
-    if not rows:
-        return float("nan")
-    fn = ctx.correctness_fn or ctx.reward_fns[0]
-    params = SamplingParams(
-        n=1, temperature=0.0, max_tokens=ctx.recipe.sampling.max_tokens, stop=ctx.recipe.sampling.stop
-    )
-    outs = ctx.engine.generate([r["_prompt"] for r in rows], params)
-    cols = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "_prompt")}
-    prompts, completions = reward_inputs(  # TRL's shapes, as in training
-        [r["prompt"] for r in rows], [r["_prompt"] for r in rows], [o.text for o in outs]
-    )
-    scores = fn(prompts, completions, **cols)
-    return sum(1.0 for s in scores if s is not None and s > 0) / len(rows)
+    """The held-out greedy score: pass@1 on math rows, success rate on games."""
+    return ctx.source.evaluate()["eval_accuracy"]
 
 
 def finish_run(
     ctx: RunContext,
     train_seconds: float,
-    initial_eval: float | None = None,
-    final_eval: float | None = None,
+    initial_eval: dict[str, float] | None = None,
+    final_eval: dict[str, float] | None = None,
     plot_groups: dict[str, list[str]] | None = None,
 ) -> dict:
     """Save ``final/``, write summary.json and plots (main process); evaluates only if the
-    loop did not already evaluate the final weights."""
+    loop did not already evaluate the final weights. ``initial_eval`` / ``final_eval``: what
+    the source's ``evaluate`` returned (eval_accuracy, and eval_score for games)."""
     acc = ctx.accelerator
     run_dir = Path(ctx.recipe.run_dir)
-    eval_acc = final_eval if final_eval is not None else evaluate_greedy(ctx)
+    final_eval = final_eval if final_eval is not None else ctx.source.evaluate()
+    initial_eval = initial_eval or {}
     summary = {}
     save_final(acc, ctx.model, run_dir / "final", ctx.tokenizer)  # every rank: ZeRO-3 gathers
     if acc.is_main_process:
@@ -195,9 +178,11 @@ def finish_run(
             "name": ctx.recipe.name,
             "trainer": ctx.recipe.trainer,
             "steps": last.get("step", 0),
-            "initial_eval_accuracy": initial_eval,
-            "eval_accuracy": eval_acc,
-            "num_test": len(ctx.test_rows),
+            "initial_eval_accuracy": initial_eval.get("eval_accuracy"),
+            "eval_accuracy": final_eval["eval_accuracy"],
+            **{f"initial_{k}": v for k, v in initial_eval.items() if k != "eval_accuracy"},
+            **{k: v for k, v in final_eval.items() if k != "eval_accuracy"},
+            "num_test": len(ctx.source.test_rows),
             "final_reward_mean": last.get("reward_mean"),
             "generated_tokens": last.get("generated_tokens"),
             "train_seconds": train_seconds,

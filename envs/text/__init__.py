@@ -1,0 +1,1 @@
+"""Offline text worlds behind one Gymnasium-style interface (``envs.text.base``)."""
