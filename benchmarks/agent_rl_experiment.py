@@ -7,7 +7,7 @@
 - ``smollm2``: the same with the real SmolLM2-135M-Instruct actor in its chat template. The
   model zero-shot repeats the observation back (0 of 16 held-out games, score 0), which gives
   GRPO no reward signal, so it is first cloned from the same noisy walkthroughs as the tiny
-  actor (``warm_start_smollm2``: the tiny actor's demonstrations and loss, 40 steps × 4).
+  actor (``warm_start_smollm2``: the tiny actor's demonstrations and loss, 30 steps × 4).
 
     python benchmarks/agent_rl_experiment.py                        # all parts
     python benchmarks/agent_rl_experiment.py --parts collector --repeats 3
@@ -70,7 +70,7 @@ def collector_run(repeats: int, games: int, per_game: int) -> dict:
     return out
 
 
-def warm_start_smollm2(steps: int = 40) -> tuple[str, dict]:
+def warm_start_smollm2(steps: int = 30) -> tuple[str, dict]:
     """SmolLM2 behaviour-cloned from noisy walkthroughs of 24 train-split games (chat layout):
     the tiny actor's demonstrations and masked loss, from the pretrained weights."""
     from dataclasses import replace
