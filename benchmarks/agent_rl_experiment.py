@@ -128,6 +128,31 @@ def rl_record(part: str, advantage: str, seed: int, s: dict) -> dict:
     }  # fmt: skip
 
 
+def training_reward(run: dict) -> dict | None:
+    """Mean training reward of the first and last 4 steps (from the run's metrics.jsonl)."""
+    from telos.tracking import read_metrics
+
+    path = (
+        REPO_ROOT
+        / "runs"
+        / "experiment-agent"
+        / f"{run['part']}-{run['advantage']}-{run['seed']}"
+        / "metrics.jsonl"
+    )
+    rows = (
+        [r for r in read_metrics(path) if r.get("step", 0) >= 1 and "reward_mean" in r]
+        if path.is_file()
+        else []
+    )
+    if not rows:
+        return None
+    first, last = rows[:4], rows[-4:]
+    return {
+        "first4": sum(r["reward_mean"] for r in first) / len(first),
+        "last4": sum(r["reward_mean"] for r in last) / len(last),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="collector,tiny,smollm2")
@@ -176,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
                     )
                     record(rl_record(part, advantage, seed, s))
                     print(runs[-1], flush=True)
+    for run in runs:
+        if run.get("part") in ("tiny", "smollm2") and "training_reward" not in run:
+            run["training_reward"] = training_reward(run)
     result = {
         "benchmark": "agent_rl_experiment",
         "command": "python benchmarks/agent_rl_experiment.py " + " ".join(argv or sys.argv[1:]),
@@ -196,13 +224,20 @@ def tables(runs: list[dict]) -> dict:
             rs = [r for r in runs if r.get("part") == part and r.get("advantage") == advantage]
             if not rs:
                 continue
+            rewards = [r["training_reward"] for r in rs if r.get("training_reward")]
             out["rl"][f"{part}/{advantage}"] = {
                 "seeds": len(rs),
+                "training_reward_first4": mean_interval([x["first4"] for x in rewards]),
+                "training_reward_last4": mean_interval([x["last4"] for x in rewards]),
                 **{
                     k: mean_interval([r[k] for r in rs if r[k] is not None])
                     for k in ("success_before", "success_after", "score_before", "score_after")
                 },
             }
+    warm = next((r for r in runs if r.get("part") == "smollm2-warm-start"), None)
+    warm_eval = next((r for r in runs if r.get("part") == "smollm2-warm-start-eval"), None)
+    if warm and warm_eval:
+        out["smollm2_warm_start"] = {**warm, "held_out": warm_eval}
     col = next((r for r in runs if r.get("part") == "collector"), None)
     if col:
         speed = [rep["speedup"] for rep in col["repeats"]]
@@ -224,17 +259,29 @@ def markdown(t: dict) -> str:
     lines = [
         "# Multi-turn agent RL on TextWorld cooking",
         "",
-        "Held-out games (TextWorld split `valid`: unseen foods), greedy, 6 steps per episode. "
-        "± is the 95 % interval over training seeds (1.96·s/√n).",
+        "Held-out games (TextWorld split `valid`: unseen foods; 32 for the tiny actor, 16 for SmolLM2), "
+        "greedy, 6 steps per episode. ± is the 95 % interval over training seeds (1.96·s/√n).",
         "",
-        "| actor / advantage | seeds | success before | success after | score before | score after |",
-        "|---|---|---|---|---|---|",
+        "| actor / advantage | seeds | success before | success after | score before | score after "
+        "| training reward, first 4 → last 4 steps |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, v in t["rl"].items():
         lines.append(
             f"| {key} | {v['seeds']} | {_fmt(v['success_before'])} | {_fmt(v['success_after'])} | "
-            f"{_fmt(v['score_before'])} | {_fmt(v['score_after'])} |"
+            f"{_fmt(v['score_before'])} | {_fmt(v['score_after'])} | "
+            f"{_fmt(v['training_reward_first4'])} → {_fmt(v['training_reward_last4'])} |"
         )
+    w = t.get("smollm2_warm_start")
+    if w:
+        h = w["held_out"]
+        lines += [
+            "",
+            f"SmolLM2-135M-Instruct cloned from {w['demonstrations']} noisy walkthroughs ({w['steps']} steps × "
+            f"{w['batch_size']}, lr {w['lr']}, loss {w['first_loss']:.2f} → {w['final_loss']:.2f}, "
+            f"{w['seconds']:.0f} s): held-out success {h['success']:.3f}, score {h['score']:.3f} on {h['games']} games "
+            "(greedy). GRPO from it was not run to its end.",
+        ]
     c = t.get("collector")
     if c:
         lines += [

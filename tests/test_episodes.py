@@ -82,19 +82,19 @@ def test_context_cap_ends_an_episode(rows, tokenizer):
     assert ep.finish == "context" and len(ep.turns) == 2 and ep.length <= cap
 
 
-def test_batched_and_per_episode_calls_play_the_same_greedy_episodes(rows, tiny_model_dir):
+def test_batched_and_per_episode_calls_play_the_same_greedy_episodes(rows, text_actor_dir):
     """One generate call for all live episodes gives the episodes that one call per episode
     gives (greedy), with fewer engine calls."""
     from rollout.backends import make_engine
     from telos.models import load_model, load_tokenizer
 
-    tok = load_tokenizer(str(tiny_model_dir))
-    model = load_model(str(tiny_model_dir), "float32", None)
+    tok = load_tokenizer(str(text_actor_dir))
+    model = load_model(str(text_actor_dir), "float32", None)
     engine = make_engine("hf", model, tok)
     calls = []
     inner = engine.generate_ids
     engine.generate_ids = lambda ids, p: calls.append(len(ids)) or inner(ids, p)
-    settings = EpisodeSettings(action_tokens=8, max_context=512)
+    settings = EpisodeSettings(action_tokens=8, max_context=1024)
     params = SamplingParams(temperature=0.0)
     small = [{**r, "max_steps": 3} for r in rows]
     batched = collect_episodes(engine, tok, small, params, settings, per_row=2)

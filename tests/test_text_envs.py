@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,8 +49,8 @@ def test_invalid_action_is_the_games_answer_and_max_steps_truncates():
 def test_textworld_pool_is_cached_and_walkthrough_wins(telos_cache):
     rows = load_pool(TW)
     assert len(rows) == 2 and rows[0]["max_score"] >= 1
-    pool_files = sorted((telos_cache / "textworld").glob("*/pool.json"))
-    assert len(pool_files) == 1
+    pool_files = [Path(rows[0]["game"]).parent / "pool.json"]
+    assert pool_files[0].is_file() and pool_files[0].parent.parent == telos_cache / "textworld"
     stamp = pool_files[0].stat().st_mtime_ns
     assert load_pool(TW) == rows and pool_files[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
     obs, info, steps = _play(rows[0], ["eat the moon"] + rows[0]["walkthrough"])

@@ -40,7 +40,7 @@ def check_math_data(data: DataSection) -> None:
     from envs.text.base import is_env_spec
     from envs.text.pools import parse_env_spec
 
-    if is_env_spec(data.train) != (data.test is None or is_env_spec(data.test)):
+    if data.test is not None and is_env_spec(data.train) != is_env_spec(data.test):
         raise UserError("'data.train' and 'data.test' must both be env: specs (games) or both problems")
     for key in ("train", "test"):
         spec = getattr(data, key)
