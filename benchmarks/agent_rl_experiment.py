@@ -147,10 +147,15 @@ def training_reward(run: dict) -> dict | None:
     if not rows:
         return None
     first, last = rows[:4], rows[-4:]
-    return {
+    out = {
         "first4": sum(r["reward_mean"] for r in first) / len(first),
         "last4": sum(r["reward_mean"] for r in last) / len(last),
     }
+    for key in ("step_groups_mean_size", "step_adv_nonzero_frac"):  # GiGPO runs only
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
