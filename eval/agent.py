@@ -1,10 +1,15 @@
 """``telos eval agent``: an LLM actor plays every game of a text-world pool, K episodes each,
 through the batched episode collector; writes results.json, report.md and success.png.
 
-Workers are processes, each with its own copy of the actor and its own share of the games
+With ``--strategist MODEL`` a second LLM writes a thought before each action (EPO); with
+``--trials K`` a game the actor failed is replayed up to K times, and with ``--retrospective
+MODEL`` a reflection on the failed trial rides in the actor's instruction (Retroformer; without
+it the replays are the no-reflection baseline). The report then shows success by trial.
+
+Workers are processes, each with its own copy of the models and its own share of the games
 (game i goes to worker i mod W); inside a worker every live episode's next action comes from
-one engine call. Episode k of a game uses sampling seed ``seed + k``, so runs with other actors
-are compared on the same games.
+one engine call. Episode k of a game uses sampling seed ``seed + k`` (trial t of it ``seed + k
++ 1000·t``), so runs with other models are compared on the same games.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from agents.strategist import STRATEGIST_INSTRUCTION, StrategistSettings
 from envs.text.pools import load_pool, parse_env_spec
 from rollout.episodes import EpisodeSettings
 from telos.errors import UserError
 from telos.tracking import progress
+from trainers.common.frozen import model_dir
+
+TRIAL_SEED_STRIDE = 1000
 
 
 @dataclass
@@ -32,47 +41,87 @@ class AgentEvalSpec:
     engine: str
     settings: EpisodeSettings
     batched: bool = True
-
-
-def actor_path(actor: str) -> str:
-    """``llm:PATH`` or a plain model (directory, hub id, ``tiny:...``) → what ``load_model`` takes."""
-    from trainers.common.start_model import start_model_dir  # builds a tiny actor once per machine
-
-    name = actor.removeprefix("llm:")
-    if not name:
-        raise UserError(
-            "--actor is empty; valid: a model directory, a hub id, tiny:textworld-cooking, llm:PATH"
-        )
-    path = start_model_dir(name)
-    looks_local = name.startswith((".", "/", "~")) or name.startswith(("tiny:", "smollm2:"))
-    if looks_local and not (Path(path).expanduser() / "config.json").is_file():
-        raise UserError(f"--actor {actor!r}: {path} holds no model (no config.json)")
-    return path
+    strategist: str | None = None
+    strategist_chat: bool = False
+    thought_tokens: int = 24
+    retrospective: str | None = None
+    retrospective_chat: bool = False
+    reflection_tokens: int = 64
+    trials: int = 1
 
 
 def play_games(spec: AgentEvalSpec, rows: list[dict], on_turn=None) -> list[dict]:
-    """Play ``spec.episodes`` episodes of each row; one record per episode, in row order."""
-    from rollout.backends import make_engine
+    """Play ``spec.episodes`` episodes (× up to ``spec.trials`` trials) of each row; one record
+    per episode played, in row order."""
+    from agents.reflection import Reflector, run_trials
+    from agents.strategist import Strategist
     from rollout.episodes import collect_episodes
-    from telos.models import load_model, load_tokenizer
     from telos.types import SamplingParams
+    from trainers.common.frozen import load_frozen
 
-    path = actor_path(spec.actor)
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, "float32", None)
-    model.eval()
-    engine = make_engine(spec.engine, model, tokenizer, seed=spec.seed)
+    actor = load_frozen(spec.actor, "--actor", spec.engine, spec.seed)
+    strategist = (
+        load_frozen(spec.strategist, "--strategist", spec.engine, spec.seed) if spec.strategist else None
+    )
+    retro = (
+        load_frozen(spec.retrospective, "--retrospective", spec.engine, spec.seed)
+        if spec.retrospective
+        else None
+    )
     settings = spec.settings
     if not settings.max_context:
-        settings.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
+        settings.max_context = actor.max_context
+    greedy = SamplingParams(temperature=0.0)
+
+    def play(rows: list[dict], instructions: list[str] | None, seed: int):
+        guide = None
+        if strategist is not None:  # greedy thoughts: the actor's sampling is what episodes vary
+            s = StrategistSettings(
+                STRATEGIST_INSTRUCTION, spec.strategist_chat, spec.thought_tokens, strategist.max_context
+            )
+            guide = Strategist(strategist.engine, strategist.tokenizer, s, greedy)
+        params = SamplingParams(temperature=spec.temperature, seed=seed)
+        return collect_episodes(
+            actor.engine, actor.tokenizer, rows, params, settings,
+            batched=spec.batched, on_turn=on_turn, guide=guide, instructions=instructions,
+        )  # fmt: skip
+
+    reflect = None
+    if retro is not None:
+        reflector = Reflector(
+            retro.engine, retro.tokenizer, spec.retrospective_chat, spec.reflection_tokens, retro.max_context
+        )
+
+        def reflect(failed, past):
+            return reflector(failed, past, greedy)[1]
+
     records: list[dict] = []
     for k in range(spec.episodes):  # episode k of every game together, seeded by k
-        params = SamplingParams(temperature=spec.temperature, seed=spec.seed + k)
-        episodes = collect_episodes(
-            engine, tokenizer, rows, params, settings, batched=spec.batched, on_turn=on_turn
+        result = run_trials(
+            rows,
+            lambda rows, instructions, t, k=k: play(
+                rows, instructions, spec.seed + k + TRIAL_SEED_STRIDE * t
+            ),
+            reflect,
+            spec.trials,
+            settings.instruction,
         )
-        records += [{**ep.record(), "episode": k, "transcript": ep.transcript} for ep in episodes]
-    engine.close()
+        for t, episodes in enumerate(result.episodes):
+            for i, ep in enumerate(episodes):
+                if ep is not None:
+                    notes = result.reflections[i][:t]
+                    records.append(
+                        {
+                            **ep.record(),
+                            "episode": k,
+                            "trial": t,
+                            "reflections": notes,
+                            "transcript": ep.transcript,
+                        }
+                    )
+    for model in (actor, strategist, retro):
+        if model is not None:
+            model.close()
     return records
 
 
@@ -100,10 +149,22 @@ def eval_agent_command(args: argparse.Namespace) -> int:
         action_tokens=args.action_tokens,
         max_context=args.max_context or 0,
     )
+    if args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.retrospective and args.trials < 2:
+        raise UserError("--retrospective needs --trials 2 or more: a reflection is read on the next trial")
     spec = AgentEvalSpec(
-        args.env, args.actor, args.episodes, args.temperature, args.seed, args.engine, settings
-    )
-    actor_path(args.actor)  # builds a tiny actor once, here, not in every worker
+        args.env, args.actor, args.episodes, args.temperature, args.seed, args.engine, settings,
+        strategist=args.strategist, strategist_chat=args.strategist_chat,
+        retrospective=args.retrospective, retrospective_chat=args.retrospective_chat, trials=args.trials,
+    )  # fmt: skip
+    for flag, name in (
+        ("--actor", args.actor),
+        ("--strategist", args.strategist),
+        ("--retrospective", args.retrospective),
+    ):
+        if name:
+            model_dir(name, flag)  # builds a tiny model once, here, not in every worker
     rows = load_pool(args.env)
     start = time.perf_counter()
     workers = min(args.workers, len(rows))
@@ -123,7 +184,7 @@ def eval_agent_command(args: argparse.Namespace) -> int:
                 bar.advance()
         bar.close()
         order = {r["game_id"]: i for i, r in enumerate(rows)}
-        records.sort(key=lambda r: (order[r["game_id"]], r["episode"]))
+        records.sort(key=lambda r: (order[r["game_id"]], r["episode"], r["trial"]))
     wall = time.perf_counter() - start
     config = {**asdict(spec), "workers": workers, "games": len(rows)}
     summary = write_outputs(Path(args.out), config, records, wall)

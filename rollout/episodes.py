@@ -10,16 +10,14 @@ the episodes here are short (≤ ~20 turns, a few hundred tokens), so the whole 
 context, the trainer scores each token once, and every turn sees what the policy really saw;
 per-turn advantages (GiGPO) are laid over the action spans instead of needing per-turn rows.
 
-Text format (plain, so tiny and chat models read the same)::
+Text format: ``rollout/layout.py`` (plain ``observation\n> action`` lines, or the tokenizer's chat
+template). Actions end at a newline (the ``\n`` stop) or ``action_tokens``; the action is the
+first line.
 
-    {instruction}\\n\\n{observation 0}\\n> {action 0}\\n{observation 1}\\n> {action 1}\\n...
-
-Actions end at a newline (the ``\\n`` stop) or ``action_tokens``; the action is the first line.
-
-With ``chat`` the episode is a chat instead: the instruction is the system message, each
-observation a user message and each action an assistant message, in the tokenizer's own chat
-template (what an instruct model was tuned on). The template is rendered once around
-placeholders to learn the text between turns, so the history is still only ever appended to.
+Two hooks serve the planner methods: ``instructions`` gives each row its own instruction
+(Retroformer's reflections from earlier trials), and a ``guide`` writes a line into each live
+episode's observation before the actor acts (EPO's strategist: ``agents/strategist.py``). Both
+are environment text to the actor (mask 0).
 """
 
 from __future__ import annotations
@@ -30,9 +28,12 @@ from typing import Any
 
 from envs.text.base import TextEnv
 from envs.text.pools import make_env
+from rollout.layout import ACTION_CUE, Layout, first_line, layout_for
 from telos.types import Completion, SamplingParams
 
-ACTION_CUE = "\n> "
+__all__ = ["ACTION_CUE", "EnvPool", "Episode", "EpisodeSettings", "Turn", "collect_episodes", "play"]
+
+GUIDE_PREFIX = "\nThought: "  # how a guide's line appears in the actor's observation
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Episode:
     finish: str = ""  # won | lost | max_steps | context (the next turn would not fit)
     state_key: str = ""  # the state the next action is taken in
     admissible: list[str] = field(default_factory=list)  # the game's valid actions now
+    thoughts: list[str] = field(default_factory=list)  # a guide's line before each action
+    pending: str = ""  # environment text not yet tokenised (the cue follows once a guide spoke)
 
     @property
     def length(self) -> int:
@@ -112,6 +115,7 @@ class Episode:
             "turns": len(self.turns),
             "finish": self.finish,
             "actions": [t.action for t in self.turns],
+            **({"thoughts": list(self.thoughts)} if self.thoughts else {}),
             "tokens": len(self.prompt_ids) + len(self.token_ids),
         }
 
@@ -120,70 +124,6 @@ def render_observation(obs: str, info: dict, settings: EpisodeSettings) -> str:
     if settings.admissible and info.get("admissible"):
         return f"{obs}\nValid actions: {', '.join(info['admissible'])}"
     return obs
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The text around observations and actions: ``opening(obs)`` is the prompt, and
-    ``between(obs, ended_line, last)`` follows an action (the environment's tokens)."""
-
-    head: str  # before the first observation
-    cue: str  # after an observation: where the model's action starts
-    close: str  # after an action, before the next observation
-    chat: bool = False
-    eos_text: str = ""  # the chat template's end of turn when it is the EOS token
-
-    def opening(self, obs: str) -> str:
-        return self.head + obs + self.cue
-
-    def closing(self, stopped: bool, on_eos: bool) -> str:
-        """What still has to follow the sampled action tokens. Plain: a newline, unless the
-        ``\\n`` stop already wrote it. Chat: the end of the assistant turn, less the EOS token
-        when the model closed its turn with it."""
-        if not self.chat:
-            return "" if stopped and not on_eos else self.close
-        if on_eos and self.eos_text and self.close.startswith(self.eos_text):
-            return self.close[len(self.eos_text) :]
-        return self.close
-
-    def between(self, obs: str, closing: str, last: bool) -> str:
-        return closing + obs + ("" if last else self.cue)
-
-
-_U, _A = "\x00OBSERVATION\x00", "\x00ACTION\x00"
-
-
-def layout_for(settings: EpisodeSettings, tokenizer) -> Layout:
-    """The plain layout, or the pieces of the tokenizer's chat template (rendered once around
-    placeholder turns: a 2-turn chat vs a 1-turn chat gives the text between turns)."""
-    if not settings.chat:
-        head = f"{settings.instruction}\n\n" if settings.instruction else ""
-        return Layout(head, ACTION_CUE, "\n")
-    system = [{"role": "system", "content": settings.instruction}] if settings.instruction else []
-    one = tokenizer.apply_chat_template(
-        [*system, {"role": "user", "content": _U}], tokenize=False, add_generation_prompt=True
-    )
-    two = tokenizer.apply_chat_template(
-        [
-            *system,
-            {"role": "user", "content": _U},
-            {"role": "assistant", "content": _A},
-            {"role": "user", "content": _U},
-        ],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    head, cue = one.split(_U)
-    after_action = two.split(_A, 1)[1]
-    close, rest = after_action.split(_U, 1)
-    if rest != cue or not two.startswith(head):
-        raise ValueError("the chat template does not append turns; use episodes.chat: false")
-    eos = tokenizer.eos_token_id
-    return Layout(head, cue, close, chat=True, eos_text=tokenizer.decode([eos]) if eos is not None else "")
-
-
-def first_action_line(text: str) -> str:
-    return text.strip().split("\n", 1)[0].strip()
 
 
 class EnvPool:
@@ -220,6 +160,7 @@ class EnvPool:
 
 
 Actor = Callable[[list["Episode"]], list[Completion]]
+Guide = Callable[[list["Episode"]], list[str]]  # a line per live episode, read before it acts
 
 
 def collect_episodes(
@@ -232,12 +173,15 @@ def collect_episodes(
     batched: bool = True,
     pool: EnvPool | None = None,
     on_turn: Callable[[int, int], None] | None = None,
+    guide: Guide | None = None,
+    instructions: Sequence[str] | None = None,
 ) -> list[Episode]:
     """Play ``per_row`` episodes of every row's game (grouped: episodes of row i are
     ``result[i·per_row : (i+1)·per_row]``; a group starts from one state, as GRPO and GiGPO
     groups need). Each turn makes one ``generate_ids`` call for all live episodes, or with
     ``batched=False`` one per episode (the unbatched baseline). ``params.n`` is ignored (1 per
-    episode); ``params.seed`` is varied per turn. ``on_turn(turn, live)`` reports progress."""
+    episode); ``params.seed`` is varied per turn. ``on_turn(turn, live)`` reports progress;
+    ``guide`` and ``instructions`` are ``play``'s."""
     turn_counter = [0]
 
     def act(live: list[Episode]) -> list[Completion]:
@@ -249,7 +193,7 @@ def collect_episodes(
             return engine.generate_ids(contexts, turn_params)
         return [engine.generate_ids([c], turn_params)[0] for c in contexts]
 
-    return play(rows, act, tokenizer, settings, per_row, pool, on_turn)
+    return play(rows, act, tokenizer, settings, per_row, pool, on_turn, guide, instructions)
 
 
 def scripted_actor(tokenizer, choose: Callable[[Episode], str]) -> Actor:
@@ -276,13 +220,24 @@ def play(
     per_row: int = 1,
     pool: EnvPool | None = None,
     on_turn: Callable[[int, int], None] | None = None,
+    guide: Guide | None = None,
+    instructions: Sequence[str] | None = None,
 ) -> list[Episode]:
     """The episode loop behind ``collect_episodes``: ``act(live episodes)`` gives each live
-    episode's next action as a Completion, then every game steps."""
+    episode's next action as a Completion, then every game steps. ``guide(live episodes)``, if
+    given, first writes a line per episode under its latest observation; ``instructions[i]``
+    replaces ``settings.instruction`` for row i."""
     own_pool = pool is None
     pool = pool or EnvPool()
     encode = _encoder(tokenizer)
-    layout = layout_for(settings, tokenizer)
+    layouts: dict[str, Layout] = {}
+
+    def layout_of(row_index: int) -> Layout:
+        text = instructions[row_index] if instructions is not None else settings.instruction
+        if text not in layouts:
+            layouts[text] = layout_for(text, settings.chat, tokenizer)
+        return layouts[text]
+
     episodes: list[Episode] = []
     envs: list[TextEnv] = []
     try:
@@ -292,15 +247,23 @@ def play(
                 envs.append(env)
                 obs, info = env.reset()
                 text = render_observation(obs, info, settings)
-                ep = Episode(i, row["game_id"], encode(layout.opening(text)), max_score=info["max_score"])
+                ep = Episode(
+                    i, row["game_id"], [], max_score=info["max_score"], pending=layout_of(i).head + text
+                )
                 ep.transcript.append(text)
                 ep.state_key, ep.admissible = info["state_key"], info["admissible"]
                 episodes.append(ep)
         turn = 0
         while True:
-            for ep in episodes:  # end what the next turn cannot fit into
-                if not ep.done and ep.length + settings.action_tokens > settings.max_context:
-                    ep.finish = "context"
+            live = [ep for ep in episodes if not ep.done]
+            if guide is not None and live:
+                for ep, note in zip(live, guide(live), strict=True):
+                    ep.thoughts.append(note)
+                    ep.pending += GUIDE_PREFIX + note if note else ""
+            for ep in live:
+                append_env_text(ep, ep.pending + layout_of(ep.row_index).cue, encode)
+                if ep.length + settings.action_tokens > settings.max_context:
+                    ep.finish = "context"  # the next turn cannot fit
             live = [k for k, ep in enumerate(episodes) if not ep.done]
             if not live:
                 break
@@ -308,7 +271,10 @@ def play(
                 on_turn(turn, len(live))
             outs = act([episodes[k] for k in live])
             for k, out in zip(live, outs, strict=True):
-                _advance(episodes[k], envs[k], out, encode, settings, layout, tokenizer.eos_token_id)
+                ep = episodes[k]
+                _advance(ep, envs[k], out, settings, layout_of(ep.row_index), tokenizer.eos_token_id)
+                if ep.done:
+                    append_env_text(ep, ep.pending, encode)
             turn += 1
     finally:
         for ep, env in zip(episodes, envs, strict=False):
@@ -325,33 +291,42 @@ def _encoder(tokenizer) -> Callable[[str], list[int]]:
     return encode
 
 
-def _advance(
-    ep: Episode,
-    env: TextEnv,
-    out: Completion,
-    encode,
-    settings: EpisodeSettings,
-    layout: Layout,
-    eos: int | None,
-) -> None:
-    """Append the sampled action, step the game, append its answer (masked)."""
-    action = first_action_line(out.text)
-    start = len(ep.token_ids)
+def append_env_text(ep: Episode, text: str, encode: Callable[[str], list[int]]) -> None:
+    """Environment text, tokenised alone: the prompt until the first sampled turn, then
+    masked tokens with log-prob placeholders."""
+    ep.pending = ""
+    ids = encode(text) if text else []
+    if not ep.token_ids:
+        ep.prompt_ids += ids
+        return
+    ep.token_ids += ids
+    ep.loss_mask += [0] * len(ids)
+    ep.logprobs += [0.0] * len(ids)
+
+
+def append_sampled(ep: Episode, out: Completion, layout: Layout, eos: int | None) -> str:
+    """The sampled tokens as they are (mask 1); returns the turn's text (its first line) and
+    leaves the turn's closing text pending."""
     ep.token_ids += out.token_ids
     ep.loss_mask += [1] * len(out.token_ids)
     ep.logprobs += list(out.logprobs)
+    stopped_on_eos = bool(out.token_ids) and out.token_ids[-1] == eos
+    ep.pending = layout.closing(out.finish_reason == "stop", stopped_on_eos)
+    return first_line(out.text)
+
+
+def _advance(
+    ep: Episode, env: TextEnv, out: Completion, settings: EpisodeSettings, layout: Layout, eos
+) -> None:
+    """Append the sampled action, step the game, leave its answer pending (masked later)."""
+    start = len(ep.token_ids)
+    action = append_sampled(ep, out, layout, eos)
     obs, reward, terminated, truncated, info = env.step(action)
     ep.turns.append(Turn(start, len(ep.token_ids), action, reward, ep.state_key))
     ep.state_key, ep.admissible = info["state_key"], info["admissible"]
     ep.score, ep.won, ep.lost = info["score"], info["won"], info["lost"]
     text = render_observation(obs, info, settings)
     ep.transcript += [f"> {action}", text]
-    stopped_on_eos = bool(out.token_ids) and out.token_ids[-1] == eos
-    ended = terminated or truncated
-    chunk = layout.between(text, layout.closing(out.finish_reason == "stop", stopped_on_eos), ended)
-    env_ids = encode(chunk)
-    ep.token_ids += env_ids
-    ep.loss_mask += [0] * len(env_ids)
-    ep.logprobs += [0.0] * len(env_ids)
-    if ended:
+    ep.pending += text
+    if terminated or truncated:
         ep.finish = "won" if info["won"] else "lost" if info["lost"] else "max_steps"

@@ -199,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--chat", action="store_true", help="the actor's chat template (instruction = system)")
     ag.add_argument("--action-tokens", type=int, default=24, help="action length cap per turn")
     ag.add_argument("--max-context", type=int, default=None, help="episode token cap (default: the model's)")
+    ag.add_argument("--strategist", default=None, help="EPO: a model writing a thought before each action")
+    ag.add_argument("--strategist-chat", action="store_true", help="the strategist's chat template")
+    ag.add_argument("--trials", type=int, default=1, help="replay a failed game up to K trials in all")
+    ag.add_argument(
+        "--retrospective", default=None, help="Retroformer: a model reflecting on each failed trial"
+    )
+    ag.add_argument(
+        "--retrospective-chat", action="store_true", help="the retrospective model's chat template"
+    )
     ag.add_argument("--out", required=True, help="directory for results.json, report.md, success.png")
 
     data = sub.add_parser("data", help="build training data (reward models, agents)")

@@ -144,7 +144,7 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def _set_dotted(data: dict, key: str, value) -> None:
+def set_dotted(data: dict, key: str, value) -> None:
     node = data
     *parents, last = key.split(".")
     for part in parents:
@@ -194,7 +194,7 @@ def write_recipe(tiny_model_dir, tmp_path_factory) -> Callable[..., Path]:
             "train.warmup_steps": 0,
         }
         for key, value in {**defaults, **overrides}.items():
-            _set_dotted(data, key, value)
+            set_dotted(data, key, value)
         path = directory / name
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path

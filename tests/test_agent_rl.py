@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TELOS, TEXT_GAMES
+from conftest import TELOS, TEXT_GAMES, set_dotted
 
 from telos.tracking import read_metrics
 from trainers.rl.loop import train_rl
@@ -31,11 +31,7 @@ def _recipe(tmp_path: Path, actor: Path, algo: str = "grpo", **overrides) -> Pat
     }  # fmt: skip
     data[algo] = {"dynamic_sampling": False, **({"freeze_policy_steps": 1} if algo == "oreal" else {})}
     for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        set_dotted(data, key, value)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -29,9 +29,19 @@ class NoisyWalkthrough:
         self._progress: dict[int, int] = {}
 
     def __call__(self, episode) -> str:
-        done = self._progress.get(id(episode), 0)
-        plan = self.walkthroughs[episode.game_id]
-        if done >= len(plan) or self.rng.random() < self.mistake_rate:
+        if self.next_step(episode) is None or self.rng.random() < self.mistake_rate:
             return self.rng.choice(harmless_actions(episode.admissible))
-        self._progress[id(episode)] = done + 1
-        return plan[done]
+        return self.take_step(episode)
+
+    def next_step(self, episode) -> str | None:
+        """The next walkthrough action of ``episode`` (None once the walkthrough is done)."""
+        done, plan = self._progress.get(id(episode), 0), self.walkthroughs[episode.game_id]
+        return plan[done] if done < len(plan) else None
+
+    def take_step(self, episode) -> str:
+        """The next walkthrough action, without a mistake (a hint or a plan is being followed)."""
+        step = self.next_step(episode)
+        if step is None:
+            return self.rng.choice(harmless_actions(episode.admissible))
+        self._progress[id(episode)] = self._progress.get(id(episode), 0) + 1
+        return step

@@ -31,21 +31,21 @@ def check_run_options(recipe) -> None:
         resolve_resume(recipe.resume, Path(recipe.run_dir))
 
 
-def check_model_name(name: str) -> None:
+def check_model_name(name: str, key: str = "model.name_or_path") -> None:
     """A tiny task that exists, a packaged model whose package is installed, a directory that
     holds a model; hub ids pass (only the hub can say)."""
     if name.startswith(FROM_RECIPE):
-        with about("model.name_or_path"):
+        with about(key):
             recipe_final_dir(name)  # its run may not exist yet: `telos train` says so
         return
     if not name.startswith("tiny:"):
-        with about("model.name_or_path"):
+        with about(key):
             check_model_path(name)
         return
     task = name.split(":", 1)[1]
     if task not in TINY_TASKS:
         raise UserError(
-            f"'model.name_or_path' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
+            f"'{key}' {name!r}: tiny models exist for: {', '.join('tiny:' + t for t in TINY_TASKS)}"
         )
 
 

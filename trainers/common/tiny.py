@@ -35,7 +35,7 @@ class TinyTaskConfig:
     sft_direct_frac: float = 0.5
 
 
-TINY_TASKS = ("arith", "textworld-cooking")
+TINY_TASKS = ("arith", "textworld-cooking", "textworld-guided")
 # the problem distribution of the tiny model and its recipes (recipes/math/*_tiny.yaml)
 TINY_ARITH = {"max_value": 50, "max_operand": 9, "min_ops": 2, "max_ops": 3}
 
@@ -80,7 +80,8 @@ def resolve_tiny(spec: str, is_main: bool = True, wait: Callable[[], None] = lam
     else:
         from trainers.common.tiny_actor import TinyActorConfig, build_text_actor
 
-        cfg, builder, minutes = TinyActorConfig(), build_text_actor, 4
+        guided = {"hint_rate": 0.5, "plan_rate": 0.3} if task == "textworld-guided" else {}
+        cfg, builder, minutes = TinyActorConfig(**guided), build_text_actor, 4
     key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     out = cache_dir() / f"tiny-{task}-{key}"
     if is_main:

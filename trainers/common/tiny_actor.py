@@ -1,6 +1,12 @@
 """``tiny:textworld-cooking``: a tiny text-world actor built locally, behaviour-cloned from the
 games' walkthroughs with harmless mistakes left in (``envs.text.experts``).
 
+``tiny:textworld-guided`` is the same actor taught to read guidance, so a strategist (EPO) or a
+reflection (Retroformer) has something to steer: on ``hint_rate`` of the turns its
+observation ends with ``Thought: <the next walkthrough step>`` and the expert takes that step;
+in ``plan_rate`` of the episodes the instruction holds the walkthrough as a plan from an earlier
+attempt and the expert follows it without mistakes. Otherwise it is the noisy expert.
+
 The demonstrations are played through the episode collector's own loop (``rollout.episodes``),
 so their token layout — prompt, action tokens, masked environment tokens — is exactly what the
 RL loop later samples and trains; the loss covers the action tokens only. The demonstration
@@ -10,9 +16,11 @@ games come from the train split with their own seed, apart from the RL pools' se
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from agents.reflection import memory_instruction
 from envs.text.experts import NoisyWalkthrough
 from envs.text.pools import load_pool
 from rollout.episodes import EpisodeSettings, play, scripted_actor
@@ -29,6 +37,8 @@ class TinyActorConfig:
     env: str = f"env:textworld-cooking?{TINY_COOKING}&split=train&games=48&seed=1000&max_steps=12"
     episodes_per_game: int = 4
     mistake_rate: float = 0.3
+    hint_rate: float = 0.0  # turns whose observation carries the next step as a thought
+    plan_rate: float = 0.0  # episodes whose instruction carries the walkthrough as a plan
     settings: EpisodeSettings = field(default_factory=EpisodeSettings)
     model: TinyModelConfig = field(
         default_factory=lambda: TinyModelConfig(vocab_size=1024, max_position_embeddings=1024)
@@ -51,9 +61,32 @@ class _CharTokens:
 def demonstrations(cfg: TinyActorConfig, tokenizer, seed: int = 0):
     rows = load_pool(cfg.env)
     expert = NoisyWalkthrough({r["game_id"]: r["walkthrough"] for r in rows}, cfg.mistake_rate, seed)
+    rng = random.Random(seed + 1)
+    played = [r for r in rows for _ in range(cfg.episodes_per_game)]
+    planned = [rng.random() < cfg.plan_rate for _ in played]
+    instructions = [
+        memory_instruction(cfg.settings.instruction, [", ".join(r["walkthrough"])] if p else [])
+        for r, p in zip(played, planned, strict=True)
+    ]
+
+    def guide(live) -> list[str]:
+        return [(expert.next_step(ep) or "") if rng.random() < cfg.hint_rate else "" for ep in live]
+
+    def choose(ep) -> str:
+        if planned[ep.row_index] or (ep.thoughts and ep.thoughts[-1]):
+            return expert.take_step(ep)
+        return expert(ep)
+
     # no context cap here: the first pass counts characters; long ones are dropped afterwards
     settings = replace(cfg.settings, max_context=10**9)
-    return play(rows, scripted_actor(tokenizer, expert), tokenizer, settings, cfg.episodes_per_game)
+    return play(
+        played,
+        scripted_actor(tokenizer, choose),
+        tokenizer,
+        settings,
+        guide=guide if cfg.hint_rate > 0 else None,
+        instructions=instructions,
+    )
 
 
 def build_text_actor(cfg: TinyActorConfig, out_dir: Path, seed: int = 0) -> dict:

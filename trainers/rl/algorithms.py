@@ -19,11 +19,12 @@ from torch import Tensor
 from telos.types import Completion
 from trainers.common.batching import PackedBatch
 from trainers.rl.advantages import ADVANTAGES, moments_std, nan_moments
+from trainers.rl.epo import RewardWeightedBatch, segment_weights
 from trainers.rl.gigpo import episode_token_advantages
 from trainers.rl.losses import LOSSES, LossBatch, PolicyLossConfig
 from trainers.rl.nft import NFTBatch, nft_group_filter, nft_pass_rates
 from trainers.rl.oreal import OREALBatch, rloo_advantages, select_pairs
-from trainers.rl.recipe import GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
+from trainers.rl.recipe import EPORecipe, GRPORecipe, NFTRecipe, OREALRecipe, RLRecipe
 from trainers.rl.rollout_batch import (
     ScoredGroups,
     correctness_tensor,
@@ -247,7 +248,44 @@ class OREALAlgorithm(Algorithm):
             self.token_rm.load(checkpoint / "token_rm")
 
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"grpo": Algorithm, "nft": NFTAlgorithm, "oreal": OREALAlgorithm}
+class EPOAlgorithm(Algorithm):
+    """EPO: every episode is trained, each turn's tokens weighted by its discounted, max-abs
+    normalised process return over the turn's length (``trainers/rl/epo.py``); the
+    ``reward_weighted`` loss; μ epochs × ``mini_batches`` steps per self-play batch."""
+
+    plot_groups = {"epo": ["weighted_nll", "weight_mean"]}
+
+    def __init__(self, recipe: EPORecipe) -> None:
+        e = recipe.epo
+        self.recipe = recipe
+        self.loss_fn, self.loss_cfg, self.beta = LOSSES.get("reward_weighted"), e, 0.0
+        self.num_iterations, self.mini_batches = e.num_iterations, e.mini_batches
+        self.dynamic_sampling, self.max_resample_rounds = False, 0
+
+    def flat_groups(self, groups: ScoredGroups, group_size: int) -> Tensor:
+        return torch.zeros(len(groups.row_indices), dtype=torch.bool)  # no group baseline: none is flat
+
+    def train_batch(self, groups: ScoredGroups, group_size: int, step: int, rank: int) -> TrainBatch:
+        weights, segments = segment_weights(groups.episodes, self.recipe.epo.gamma)
+        rewarded = float((weights.abs().sum(-1) > 0).float().mean()) if len(weights) else 0.0
+        return TrainBatch(
+            groups.completions,
+            advantages=weights,
+            valid=torch.ones(len(groups.completions), dtype=torch.bool),
+            per_sequence={"segments": segments},
+            stats={"rewarded_episodes_frac": rewarded},
+        )
+
+    def loss_batch(self, common: dict, tb: TrainBatch, idx: list[int], pools: dict[str, float]) -> LossBatch:
+        return RewardWeightedBatch(**common, advantages=tb.advantages[idx], **_rows(tb, idx))
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "grpo": Algorithm,
+    "nft": NFTAlgorithm,
+    "oreal": OREALAlgorithm,
+    "epo": EPOAlgorithm,
+}
 
 
 def make_algorithm(recipe: RLRecipe) -> Algorithm:

@@ -4,7 +4,7 @@ the template is known, one key bounds another, the engine's options fit together
 from __future__ import annotations
 
 from telos.errors import UserError
-from trainers.common.checks import about, check_common
+from trainers.common.checks import about, check_common, check_model_name
 from trainers.common.math_data import check_math_data
 
 
@@ -22,6 +22,29 @@ def check_rl(recipe) -> None:
             f"{recipe.train.steps}: the policy would never train; valid: 0 ≤ freeze_policy_steps < train.steps"
         )
     _check_engine(recipe.engine)
+    _check_agent(recipe)
+
+
+def _check_agent(recipe) -> None:
+    """``agent.role`` other than actor needs games and a frozen actor; EPO needs turns."""
+    from envs.text.base import is_env_spec
+
+    a, episodic = recipe.agent, is_env_spec(recipe.data.train)
+    if a.role != "actor":
+        if not episodic:
+            raise UserError(
+                f"'agent.role' {a.role} needs env: games in data.train, got {recipe.data.train!r}"
+            )
+        if not a.actor:
+            raise UserError(f"'agent.actor' is needed for agent.role {a.role}: the frozen actor model")
+        check_model_name(a.actor.removeprefix("llm:"), "agent.actor")
+    elif a.actor:
+        raise UserError("'agent.actor' is only read with agent.role strategist or retrospective; remove it")
+    if recipe.trainer == "epo" and (not episodic or a.role == "retrospective"):
+        raise UserError(
+            "trainer epo weights the turns of episodes: it needs env: games in data.train and "
+            f"agent.role actor or strategist (got data.train {recipe.data.train!r}, agent.role {a.role})"
+        )
 
 
 def _check_engine(e) -> None:

@@ -39,7 +39,6 @@ from trainers.rl.rollout_batch import (
     sum_over_ranks,
 )
 from trainers.rl.setup import RunContext, finish_run, setup_run
-from trainers.rl.sources import episode_stats
 
 PROGRESS_KEYS = ["reward_mean", "accuracy", "eval_accuracy", "tokens_per_s"]
 
@@ -68,13 +67,14 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         seed=r.train.seed * 1_000_003 + step * 101 + acc.process_index,
     )
     all_groups, kept = ScoredGroups(), ScoredGroups()
-    flat_groups = 0
+    flat_groups, source_stats = 0, {}
     for round_ in range(1 + (algo.max_resample_rounds if algo.dynamic_sampling else 0)):
         # every rank draws the same global slice so the data cursor stays identical across ranks
         global_idx = sampler.take(per_rank * acc.num_processes)
         idx = global_idx[acc.process_index * per_rank : (acc.process_index + 1) * per_rank]
         params.seed = None if params.seed is None else params.seed + round_ * 7919
         groups = ctx.source.groups(idx, params)
+        source_stats = source_stats or groups.stats  # the source's own metrics, of the first round
         all_groups.extend(groups)
         flat = algo.flat_groups(groups, G)
         flat_groups += int(flat.sum())
@@ -97,7 +97,7 @@ def collect_rollout(ctx: RunContext, algo: Algorithm, sampler: PromptSampler, st
         "clipped_ratio": sum(c.finish_reason == "length" for c in all_groups.completions) / len(lengths),
         "groups_kept": len(kept.row_indices),
         "resample_rounds": round_,
-        **(episode_stats(all_groups.episodes) if all_groups.episodes else {}),
+        **source_stats,  # episodes: success, score, turns (this rank's)
         **train.stats,
     }
     return RolloutBatch(train, stats, int(lengths.sum()))

@@ -1,4 +1,4 @@
-"""The RL recipes (``trainer: grpo | nft | oreal``): one YAML file = one run.
+"""The RL recipes (``trainer: grpo | nft | oreal | epo``): one YAML file = one run.
 
 Sections map to dataclasses; an algorithm adds its own section (``grpo:``, ``nft:``,
 ``oreal:``) and everything else (model, data, rewards, engine, sampling, train, logging) is
@@ -28,6 +28,7 @@ from trainers.common.fields import (
 )
 from trainers.common.math_data import DataSection
 from trainers.common.model_section import ModelSection
+from trainers.rl.epo import EPOConfig
 from trainers.rl.nft import NFTConfig
 from trainers.rl.oreal import OREALConfig
 
@@ -154,6 +155,32 @@ class EpisodeSection:
 
 
 @dataclass
+class AgentSection:
+    """Which model of a planner method the run trains on ``env:`` data. ``actor`` (default): the
+    policy acts. ``strategist`` (EPO): the policy writes a thought before each action of the
+    frozen ``agent.actor``. ``retrospective`` (Retroformer): the policy writes a reflection on a
+    failed trial of the frozen actor; its reward is the next trial's return minus the failed
+    one's. The actor's prompt settings are the ``episodes:`` section."""
+
+    role: Annotated[
+        Literal["actor", "strategist", "retrospective"], text("what the trained model is in the episodes")
+    ] = "actor"
+    actor: Annotated[
+        str | None, text("strategist / retrospective: the frozen actor model (directory, hub id, tiny:...)")
+    ] = None
+    actor_temperature: Annotated[
+        float, number("the frozen actor's sampling temperature (0: greedy)", ge=0)
+    ] = 0.0
+    instruction: Annotated[
+        str | None, text("the strategist's / retrospective model's task text (null: the built-in one)")
+    ] = None
+    chat: Annotated[bool, flag("the trained model reads its tokenizer's chat template")] = False
+    thought_tokens: Annotated[int, number("strategist: thought length cap per turn", ge=1)] = 24
+    reflection_tokens: Annotated[int, number("retrospective: reflection length cap", ge=1)] = 64
+    eval_trials: Annotated[int, number("retrospective: trials per held-out game in evaluations", ge=2)] = 2
+
+
+@dataclass
 class NFTSection(NFTConfig, RolloutReuse, GroupFilter):
     """NFT's loss settings (``NFTConfig``) plus how the rollout batch is consumed (official
     NFT: 16 mini-batches = 512 prompts / 32)."""
@@ -168,6 +195,14 @@ class OREALSection(OREALConfig, GroupFilter):
     rm_lr: Annotated[float, number("the token RM's AdamW lr (official 7B: 2e-6 vs policy 5e-7)", ge=0)] = 2e-6
     rm_weight_decay: Annotated[float, number("the token RM's weight decay", ge=0)] = 0.0
     pair_seed: Annotated[int, number("seeds which correct/wrong answer of a group is trained", ge=0)] = 0
+
+
+@dataclass
+class EPOSection(EPOConfig, RolloutReuse):
+    """EPO's reward-weighted fine-tuning; one loop step is one self-play iteration."""
+
+    num_iterations: Annotated[int, number("epochs over each self-play batch (official: 3)", ge=1)] = 3
+    mini_batches: Annotated[int, number("optimizer steps per epoch (the batch is split)", ge=1)] = 4
 
 
 @dataclass
@@ -214,6 +249,9 @@ class RLRecipe:
     episodes: Annotated[EpisodeSection, text("multi-turn episodes (env: data only)")] = field(
         default_factory=EpisodeSection
     )
+    agent: Annotated[AgentSection, text("what the policy is in the episodes (env: data only)")] = field(
+        default_factory=AgentSection
+    )
 
     @property
     def run_dir(self) -> str:
@@ -240,4 +278,17 @@ class OREALRecipe(RLRecipe):
     )
 
 
-RECIPES: dict[str, type[RLRecipe]] = {"grpo": GRPORecipe, "nft": NFTRecipe, "oreal": OREALRecipe}
+@dataclass
+class EPORecipe(RLRecipe):
+    trainer: Literal["epo"]
+    epo: Annotated[EPOSection, text("EPO reward-weighted loss and self-play iterations")] = field(
+        default_factory=EPOSection
+    )
+
+
+RECIPES: dict[str, type[RLRecipe]] = {
+    "grpo": GRPORecipe,
+    "nft": NFTRecipe,
+    "oreal": OREALRecipe,
+    "epo": EPORecipe,
+}

@@ -25,8 +25,9 @@ from telos.tracking import read_metrics
 from trainers.common.distributed import make_accelerator, run_layout, save_final
 from trainers.common.schedule import make_scheduler
 from trainers.common.start_model import resolve_start_model
+from trainers.rl.agent_sources import SOURCES
 from trainers.rl.recipe import RLRecipe
-from trainers.rl.sources import EpisodeSource, PromptSource
+from trainers.rl.sources import PromptSource
 
 PLOT_GROUPS = {
     "reward": ["reward_mean"],
@@ -46,7 +47,7 @@ class RunContext:
     engine: Engine
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    source: PromptSource | EpisodeSource  # the rows, their scored groups, the held-out evaluation
+    source: object  # PromptSource, or an episode source by agent.role: rows, scored groups, held-out eval
     ref_model: torch.nn.Module | None = None
     model_path: str = ""  # where the starting weights were loaded from (a ZeRO-3 reference reloads them)
     started: float = field(default_factory=time.perf_counter)
@@ -125,7 +126,7 @@ def setup_run(recipe: RLRecipe) -> RunContext:
     )
     if episodic:
         max_len = e.max_model_len or acc.unwrap_model(model).config.max_position_embeddings
-        source = EpisodeSource.build(recipe, engine, tokenizer, train_rows, test_rows, max_len)
+        source = SOURCES[recipe.agent.role].build(recipe, engine, tokenizer, train_rows, test_rows, max_len)
     else:
         reward_fns = [resolve_reward_function(s.name) for s in recipe.rewards]
         correctness = next(

@@ -1,0 +1,50 @@
+"""A frozen model behind an engine: the actor a strategist guides or a retrospective model
+reflects for, and the actor ``telos eval agent`` plays with. Nothing trains it, so it is loaded
+in eval mode once and only generates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from telos.errors import UserError
+from trainers.common.start_model import start_model_dir
+
+
+@dataclass
+class FrozenModel:
+    engine: object
+    tokenizer: object
+    max_context: int  # the model's max_position_embeddings
+    path: str
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def model_dir(name: str, what: str) -> str:
+    """``llm:PATH`` or a plain model (directory, hub id, ``tiny:...``, packaged) → a loadable
+    path (a tiny model is built once per machine); a local path without a model is an error."""
+    name = name.removeprefix("llm:")
+    if not name:
+        raise UserError(
+            f"{what} is empty; valid: a model directory, a hub id, tiny:textworld-cooking, llm:PATH"
+        )
+    path = start_model_dir(name)
+    looks_local = name.startswith((".", "/", "~")) or name.startswith(("tiny:", "smollm2:"))
+    if looks_local and not (Path(path).expanduser() / "config.json").is_file():
+        raise UserError(f"{what} {name!r}: {path} holds no model (no config.json)")
+    return path
+
+
+def load_frozen(name: str, what: str, backend: str = "hf", seed: int = 0) -> FrozenModel:
+    from rollout.backends import make_engine
+    from telos.models import load_model, load_tokenizer
+
+    path = model_dir(name, what)
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, "float32", None)
+    model.eval()
+    model.requires_grad_(False)
+    engine = make_engine(backend, model, tokenizer, seed=seed)
+    return FrozenModel(engine, tokenizer, int(getattr(model.config, "max_position_embeddings", 2048)), path)
