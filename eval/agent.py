@@ -26,7 +26,7 @@ from envs.text.pools import load_pool, parse_env_spec
 from rollout.episodes import EpisodeSettings
 from telos.errors import UserError
 from telos.tracking import progress
-from trainers.common.frozen import model_dir
+from trainers.common.frozen import model_dir, parse_openai
 
 TRIAL_SEED_STRIDE = 1000
 
@@ -163,7 +163,9 @@ def eval_agent_command(args: argparse.Namespace) -> int:
         ("--strategist", args.strategist),
         ("--retrospective", args.retrospective),
     ):
-        if name:
+        if name and name.startswith("openai:"):
+            model_dir(parse_openai(name, flag)[1], flag)
+        elif name:
             model_dir(name, flag)  # builds a tiny model once, here, not in every worker
     rows = load_pool(args.env)
     start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import rollout.client  # noqa: F401  # registers "vllm-server"
 import rollout.hf  # noqa: F401  # registers "hf"
+import rollout.openai_engine  # noqa: F401  # registers "openai" (a frozen model behind a server)
 import rollout.vllm  # noqa: F401  # registers "vllm"
 from rollout.engine import ENGINES, Engine
 

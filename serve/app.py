@@ -199,9 +199,16 @@ def build_app(state: ServerState):
             raise APIError(
                 404, f"model {req.model!r} not found; served: {state.model_id}", "model", "model_not_found"
             )
-        prompt_text = render_messages(req.messages, tok) if kind == "chat" else req.prompt
-        prompt_ids = tok(prompt_text)["input_ids"]
         param = "messages" if kind == "chat" else "prompt"
+        if req.prompt_ids is not None:  # token ids in the model's vocabulary, sent as sampled
+            vocab = len(tok)
+            bad_id = next((t for t in req.prompt_ids if not 0 <= t < vocab), None)
+            if bad_id is not None:
+                raise bad("prompt", f"token id {bad_id} is outside the vocabulary [0, {vocab})")
+            prompt_ids, prompt_text = list(req.prompt_ids), tok.decode(req.prompt_ids)
+        else:
+            prompt_text = render_messages(req.messages, tok) if kind == "chat" else req.prompt
+            prompt_ids = tok(prompt_text)["input_ids"]
         if len(prompt_ids) > state.limits.max_prompt_tokens:
             raise APIError(
                 413,

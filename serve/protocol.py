@@ -258,6 +258,7 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     steering: SteeringSpec | None
+    prompt_ids: list[int] | None = None  # a completion prompt given as token ids (OpenAI's array form)
 
 
 CHAT_KEYS = {
@@ -323,7 +324,7 @@ def parse_request(body: Any, kind: str, limits: Limits) -> GenerationRequest:
             raise bad(key, "is not supported by telos serve (use 0)")
     if body.get("echo"):
         raise bad("echo", "is not supported by telos serve")
-    messages = prompt = None
+    messages = prompt = prompt_ids = None
     if kind == "chat":
         messages = parse_messages(body)
         if body.get("logprobs"):
@@ -337,10 +338,13 @@ def parse_request(body: Any, kind: str, limits: Limits) -> GenerationRequest:
         max_key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     else:
         prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
             prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise bad("prompt", "must be a string (one prompt per request)")
+        if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
+            prompt_ids = list(prompt)  # token ids: used as given, never re-tokenised
+            prompt = None
+        elif not isinstance(prompt, str):
+            raise bad("prompt", "must be a string or a non-empty array of token ids (one prompt per request)")
         logprobs = _int(body, "logprobs", None, 0, MAX_LOGPROBS)
         max_tokens = body.get("max_tokens")
         max_key = "max_tokens"
@@ -366,6 +370,7 @@ def parse_request(body: Any, kind: str, limits: Limits) -> GenerationRequest:
         model=model,
         messages=messages,
         prompt=prompt,
+        prompt_ids=prompt_ids,
         n=n,
         params=params,
         stream=_bool(body, "stream", False),

@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--env", required=True, help="games: env:textworld-cooking?split=valid&games=32, env:twx-..."
     )
     ag.add_argument(
-        "--actor", required=True, help="model directory, hub id, tiny:textworld-cooking, llm:PATH"
+        "--actor",
+        required=True,
+        help="model directory, hub id, tiny:textworld-cooking, llm:PATH, openai:URL#MODEL",
     )
     ag.add_argument("--episodes", type=int, default=1, help="episodes per game (seeds SEED..SEED+K-1)")
     ag.add_argument(

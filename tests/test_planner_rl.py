@@ -71,6 +71,28 @@ def test_strategist_thoughts_reach_the_actor_and_form_their_own_episodes(text_ac
         assert packed.completion_mask[0, : len(view.loss_mask)].tolist() == [float(m) for m in view.loss_mask]
 
 
+@pytest.mark.slow
+def test_an_actor_behind_an_openai_compatible_server_plays_like_the_local_one(text_actor_dir):
+    """``openai:URL#MODEL``: the frozen actor served by ``telos serve``; greedy, it takes the
+    same actions as the same weights in this process (the text round-trips through the server)."""
+    from serve_support import LiveServer
+
+    rows = load_pool(POOL)[:3]
+    settings = EpisodeSettings(max_context=1024)
+    local = load_frozen(str(text_actor_dir), "actor")
+    here = collect_episodes(local.engine, local.tokenizer, rows, SamplingParams(temperature=0.0), settings)
+    live = LiveServer(["--policy", str(text_actor_dir), "--served-model-name", str(text_actor_dir)])
+    try:
+        remote = load_frozen(f"openai:{live.url}/v1#{text_actor_dir}", "actor")
+        there = collect_episodes(
+            remote.engine, remote.tokenizer, rows, SamplingParams(temperature=0.0), settings
+        )
+    finally:
+        live.stop()
+    assert [[t.action for t in e.turns] for e in there] == [[t.action for t in e.turns] for e in here]
+    assert [e.token_ids for e in there] == [e.token_ids for e in here]
+
+
 def _recipe(tmp_path: Path, actor: Path, trainer: str, role: str, **overrides) -> Path:
     data = {
         "trainer": trainer,

@@ -75,6 +75,21 @@ def test_models_and_plain_completions(client):
     assert fixed.usage.completion_tokens == 30 and fixed.choices[0].finish_reason == "length"
 
 
+def test_a_prompt_of_token_ids_is_used_as_given(server, client, tiny_model_dir):
+    """OpenAI's array-of-token-ids prompt: the same answer as its text (the tiny tokenizer adds
+    no special tokens), counted as given; an id outside the vocabulary is a 400 on ``prompt``."""
+    from telos.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    ids = tok(QUESTIONS[1])["input_ids"]
+    by_text = client.completions.create(model="tiny", prompt=QUESTIONS[1], max_tokens=8, temperature=0)
+    by_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=8, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt=[len(tok) + 5], max_tokens=2)
+    assert e.value.body["param"] == "prompt" and "outside the vocabulary" in e.value.body["message"]
+
+
 def test_chat_logprobs_stop_and_streaming_equal_the_plain_answer(client):
     full = chat(client, temperature=0, max_tokens=20, logprobs=True, top_logprobs=2)
     text = full.choices[0].message.content

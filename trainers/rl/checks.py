@@ -37,7 +37,13 @@ def _check_agent(recipe) -> None:
             )
         if not a.actor:
             raise UserError(f"'agent.actor' is needed for agent.role {a.role}: the frozen actor model")
-        check_model_name(a.actor.removeprefix("llm:"), "agent.actor")
+        if a.actor.startswith("openai:"):
+            from trainers.common.frozen import parse_openai
+
+            url, served = parse_openai(a.actor, "'agent.actor'")
+            check_model_name(served, "agent.actor")  # its tokenizer is loaded here
+        else:
+            check_model_name(a.actor.removeprefix("llm:"), "agent.actor")
     elif a.actor:
         raise UserError("'agent.actor' is only read with agent.role strategist or retrospective; remove it")
     if recipe.trainer == "epo" and (not episodic or a.role == "retrospective"):
