@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 from common import bootstrap_repo_path, format_table, machine_info, write_json
 
@@ -38,8 +39,14 @@ def main() -> None:
     jobs = make_jobs(n, [t.budget for t in suite.tasks[:n]], args.episodes, 0, 0, 0)
     runs = {}
     for w in (int(x) for x in args.workers.split(",")):
+        launched = time.time()
         results, wall = run_jobs(spec, jobs, w)
         steps = sum(r["steps"] for r in results)
+        busy: dict[int, float] = {}
+        for r in results:
+            busy[r["timing"]["pid"]] = (
+                busy.get(r["timing"]["pid"], 0.0) + r["timing"]["end"] - r["timing"]["start"]
+            )
         runs[w] = {
             "workers": w,
             "episodes": len(results),
@@ -47,6 +54,13 @@ def main() -> None:
             "episodes_per_s": len(results) / wall,
             "env_steps_per_s": steps / wall,
             "success_rate": sum(r["success"] for r in results) / len(results),
+            # where a worker's time goes: before its first episode, in episodes, idle at the end
+            "first_episode_after_s": min(r["timing"]["start"] for r in results) - launched,
+            "episode_seconds_per_worker": sorted(busy.values(), reverse=True),
+            "idle_after_last_episode_s": [
+                launched + wall - max(r["timing"]["end"] for r in results if r["timing"]["pid"] == pid)
+                for pid in busy
+            ],
         }
     base = runs[min(runs)]["episodes_per_s"]
     for r in runs.values():

@@ -88,6 +88,7 @@ def run_job(job: Job, state: dict | None = None) -> dict:
     from agents.loop import run_episode
     from agents.types import Goal
 
+    started = time.time()  # wall clock: comparable across worker processes
     st = state if state is not None else _WORKER
     spec, suite = st["spec"], st["suite"]
     task = suite.tasks[job.task_index]
@@ -110,6 +111,7 @@ def run_job(job: Job, state: dict | None = None) -> dict:
     out = asdict(result)
     out["frames"] = result.frames
     out["job"] = asdict(job)
+    out["timing"] = {"pid": os.getpid(), "start": started, "end": time.time()}
     return out
 
 
