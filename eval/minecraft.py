@@ -152,7 +152,10 @@ def run_jobs(spec: RunSpec, jobs: list[Job], workers: int) -> tuple[list[dict], 
             with ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)
             ) as pool:
-                futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+                # longest first (by step budget, the harder tasks'): a long episode left for the
+                # end would keep one worker busy while the others idle (measured: 3.7 s of 13 s)
+                order = sorted(range(len(jobs)), key=lambda i: (-jobs[i].budget, i))
+                futures = {pool.submit(run_job, jobs[i]): i for i in order}
                 for fut in as_completed(futures):
                     finished(futures[fut], fut.result())
     return [r for r in results if r is not None], time.perf_counter() - t0
