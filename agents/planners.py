@@ -12,9 +12,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
-import urllib.error
-import urllib.request
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from agents.prompts import INSTRUCTIONS, planner_prompt
 from agents.types import Goal, Planner, PlanRequest, PlanResult
 from envs.crafter.techtree import RULES, Subgoal, oracle_plan
 from telos.errors import UserError
+from telos.openai_http import post_json
 
 SETTINGS_FILE = "telos_planner.json"  # prompt settings a planner model was trained with
 SPEC_FORMS = "oracle, llm:PATH_OR_HUB_ID, openai:URL#MODEL"
@@ -325,22 +323,8 @@ class OpenAIPlanner(LMPlanner):
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
         endpoint = f"{self.url}/chat/completions"
-        request = urllib.request.Request(endpoint, data=json.dumps(body).encode(), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:200].decode(errors="replace").replace("\n", " ")
-            raise UserError(f"planner server {endpoint} answered HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise UserError(f"cannot reach the planner server at {endpoint}: {reason}") from None
-        except ValueError:
-            raise UserError(f"planner server {endpoint} did not answer JSON") from None
+        data = post_json(endpoint, body, self.timeout, "planner server")
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):

@@ -289,8 +289,19 @@ def markdown(t: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish(fig, ax, path: Path) -> None:
+    """A success axis in [0, 1], legend and grid; saved."""
+    from telos.plots import save_figure
+
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_epo(t: dict, path: Path) -> None:
-    from telos.plots import new_figure, save_figure
+    from telos.plots import new_figure
 
     if not t["epo"]:
         return
@@ -309,15 +320,11 @@ def plot_epo(t: dict, path: Path) -> None:
             )
     ax.set_xlabel("training step (epo: self-play iteration)")
     ax.set_ylabel("held-out success (95 % over seeds)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize="small")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, ax, path)
 
 
 def plot_retroformer(t: dict, path: Path) -> None:
-    from telos.plots import new_figure, save_figure
+    from telos.plots import new_figure
 
     fig = new_figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot()
@@ -342,11 +349,7 @@ def plot_retroformer(t: dict, path: Path) -> None:
     ax.set_xticks(xs)
     ax.set_xlabel("trial")
     ax.set_ylabel("held-out success so far (95 %)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize="small")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, ax, path)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ def by_trial(records: list[dict]) -> list[dict]:
     return out
 
 
+def _game_summary(records: list[dict]) -> dict:
+    last = by_trial(records)[-1]
+    return {"success_rate": last["success_rate"], "score_mean": last["score_mean"], "episodes": len(records)}
+
+
 def summarize(config: dict, records: list[dict], wall: float) -> dict:
     """Success and score are per attempt (a game's episode), after its last trial."""
     trials = by_trial(records)
@@ -76,14 +81,7 @@ def summarize(config: dict, records: list[dict], wall: float) -> dict:
         "finish_counts": dict(finishes),
         "episodes_per_s": n / wall if wall > 0 else None,
         "wall_seconds": wall,
-        "games": {
-            g: {
-                "success_rate": by_trial(rs)[-1]["success_rate"],
-                "score_mean": by_trial(rs)[-1]["score_mean"],
-                "episodes": len(rs),
-            }
-            for g, rs in by_game.items()
-        },
+        "games": {g: _game_summary(rs) for g, rs in by_game.items()},
     }
 
 

@@ -4,22 +4,19 @@
 The collector keeps token ids, and so does this engine: the prompt goes as OpenAI's array of
 token ids (``telos serve`` and ``vllm serve`` take it as given; re-tokenising the text could
 split it differently from what the actor saw), and the answer is re-encoded with a local copy
-of the model's tokenizer. Nothing trains through it, so its log-probs are 0.0 placeholders. The server strips a matched stop string from the text (OpenAI's rule); the
-collector's only stop is the newline ending an action, which is put back so the layout is the
-same as with a local engine. ``OPENAI_API_KEY`` is sent when set.
+of the model's tokenizer. Nothing trains through it, so its log-probs are 0.0 placeholders.
+The server strips a matched stop string from the text (OpenAI's rule); the collector's only
+stop is the newline ending an action, which is put back so the layout is the same as with a
+local engine.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from rollout.engine import ENGINES, Engine
-from telos.errors import UserError
+from telos.openai_http import post_json
 from telos.types import Completion, SamplingParams
 
 
@@ -30,21 +27,6 @@ class OpenAICompletionsEngine(Engine):
     ):
         self.tokenizer, self.url, self.served_model = tokenizer, url.rstrip("/"), served_model
         self.timeout, self.workers = timeout, workers
-
-    def _post(self, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
-        endpoint = f"{self.url}/completions"
-        request = urllib.request.Request(endpoint, data=json.dumps(body).encode(), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:200].decode(errors="replace").replace("\n", " ")
-            raise UserError(f"actor server {endpoint} answered HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise UserError(f"actor server {endpoint} is not reachable: {getattr(e, 'reason', e)}") from None
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
         def one(i: int) -> list[Completion]:
@@ -58,7 +40,8 @@ class OpenAICompletionsEngine(Engine):
                 **({"stop": list(params.stop)} if params.stop else {}),
                 **({"seed": params.seed + i} if params.seed is not None else {}),
             }
-            choices = sorted(self._post(body)["choices"], key=lambda c: c.get("index", 0))
+            answer = post_json(f"{self.url}/completions", body, self.timeout, "actor server")
+            choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
             out = []
             for choice in choices:
                 text, finish = choice.get("text") or "", choice.get("finish_reason") or "length"

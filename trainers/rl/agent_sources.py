@@ -20,20 +20,13 @@ from telos.errors import UserError
 from telos.types import SamplingParams
 from trainers.common.frozen import FrozenModel, load_frozen
 from trainers.rl.rollout_batch import ScoredGroups
-from trainers.rl.sources import EpisodeSource, episode_groups, episode_stats
+from trainers.rl.sources import EpisodeSource, episode_groups, episode_settings, episode_stats
 
 
 def _actor(recipe) -> FrozenModel:
     if not recipe.agent.actor:
         raise UserError(f"'agent.actor' is needed for agent.role {recipe.agent.role}: the frozen actor model")
     return load_frozen(recipe.agent.actor, "'agent.actor'", seed=recipe.train.seed)
-
-
-def _actor_settings(recipe, actor: FrozenModel) -> EpisodeSettings:
-    e = recipe.episodes
-    return EpisodeSettings(
-        e.instruction, e.admissible, e.action_tokens, e.max_context or actor.max_context, e.chat
-    )
 
 
 @dataclass
@@ -56,7 +49,7 @@ class StrategistSource(EpisodeSource):
             tokenizer,
             rows,
             test_rows,
-            _actor_settings(recipe, actor),
+            episode_settings(recipe, actor.max_context),
             e.reward,
             EnvPool(),
             e.eval_temperature,
@@ -123,7 +116,7 @@ class ReflectionSource:
     @classmethod
     def build(cls, recipe, engine, tokenizer, rows, test_rows, max_context: int) -> ReflectionSource:
         a, actor = recipe.agent, _actor(recipe)
-        settings, pool = _actor_settings(recipe, actor), EnvPool()
+        settings, pool = episode_settings(recipe, actor.max_context), EnvPool()
         src = cls(
             engine, tokenizer, [], [], test_rows, settings, actor, recipe.episodes.reward, pool,
             Reflector(engine, tokenizer, a.chat, a.reflection_tokens, max_context), a.eval_trials,

@@ -77,6 +77,19 @@ class PromptSource:
         return {"eval_accuracy": sum(1.0 for s in scores if s is not None and s > 0) / len(rows)}
 
 
+def episode_settings(recipe, max_context: int) -> EpisodeSettings:
+    """How the actor sees its episodes (the recipe's ``episodes:``); ``max_context`` is the
+    actor's context when ``episodes.max_context`` is not set."""
+    e = recipe.episodes
+    return EpisodeSettings(
+        instruction=e.instruction,
+        admissible=e.admissible,
+        chat=e.chat,
+        action_tokens=e.action_tokens,
+        max_context=e.max_context or max_context,
+    )
+
+
 def episode_groups(episodes: list[Episode], idx: list[int], reward: str) -> ScoredGroups:
     """Episodes as scored groups: the reward is the normalised score (or won), correctness is
     won; the episodes ride along for per-turn credit (GiGPO)."""
@@ -107,19 +120,12 @@ class EpisodeSource:
     @classmethod
     def build(cls, recipe, engine, tokenizer, rows, test_rows, max_context: int) -> EpisodeSource:
         e = recipe.episodes
-        settings = EpisodeSettings(
-            instruction=e.instruction,
-            admissible=e.admissible,
-            chat=e.chat,
-            action_tokens=e.action_tokens,
-            max_context=e.max_context or max_context,
-        )
         return cls(
             engine,
             tokenizer,
             rows,
             test_rows,
-            settings,
+            episode_settings(recipe, max_context),
             e.reward,
             EnvPool(),
             e.eval_temperature,
