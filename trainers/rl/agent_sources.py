@@ -43,21 +43,10 @@ class StrategistSource(EpisodeSource):
         strategist = StrategistSettings(
             a.instruction or STRATEGIST_INSTRUCTION, a.chat, a.thought_tokens, max_context
         )
-        e = recipe.episodes
-        return cls(
-            engine,
-            tokenizer,
-            rows,
-            test_rows,
-            episode_settings(recipe, actor.max_context),
-            e.reward,
-            EnvPool(),
-            e.eval_temperature,
-            e.eval_episodes,
-            actor=actor,
-            strategist=strategist,
-            actor_temperature=a.actor_temperature,
-        )
+        # the actor's episodes as an actor run would see them (its own context), plus the two models
+        src = super().build(recipe, engine, tokenizer, rows, test_rows, actor.max_context)
+        src.actor, src.strategist, src.actor_temperature = actor, strategist, a.actor_temperature
+        return src
 
     def play(
         self, rows: list[dict], params: SamplingParams, per_row: int
