@@ -1,29 +1,74 @@
-"""``scripted`` or ``learned:PATH`` → a controller."""
+"""Controller specs → controllers: ``scripted``, ``learned:PATH`` (GCBC), ``goap:PATH`` (GOAP).
+
+Each kind registers a factory; a kind with a path takes a trained policy directory.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agents.types import Controller
 from telos.errors import UserError
+from telos.registry import Registry
 
-SPEC_FORMS = "scripted, learned:PATH (a final/ directory of a `trainer: gcbc` run)"
+
+@dataclass(frozen=True)
+class ControllerKind:
+    build: Callable[..., Controller]  # (path or None, **options) → controller
+    form: str  # how the spec is written, for error messages
+    recipe: str | None = None  # the recipe that trains one (kinds with a path)
+
+
+CONTROLLERS: Registry[ControllerKind] = Registry("controller")
+
+
+def _scripted(_path: str | None, **options: Any) -> Controller:
+    from agents.scripted import ScriptedConfig, ScriptedController
+
+    return ScriptedController(ScriptedConfig(**options))
+
+
+def _learned(path: str | None, **options: Any) -> Controller:
+    from agents.gcbc import LearnedController
+
+    return LearnedController(path, **options)
+
+
+def _goap(path: str | None, **options: Any) -> Controller:
+    from agents.goap import GOAPController
+
+    return GOAPController(path, **options)
+
+
+CONTROLLERS.register("scripted")(ControllerKind(_scripted, "scripted"))
+CONTROLLERS.register("learned")(
+    ControllerKind(
+        _learned,
+        "learned:PATH (a final/ directory of a `trainer: gcbc` run)",
+        "recipes/agents/gcbc_crafter.yaml",
+    )
+)
+CONTROLLERS.register("goap")(
+    ControllerKind(
+        _goap, "goap:PATH (a final/ directory of a `trainer: goap` run)", "recipes/agents/goap_crafter.yaml"
+    )
+)
+
+
+def spec_forms() -> str:
+    return ", ".join(CONTROLLERS.get(n).form for n in CONTROLLERS.names())
 
 
 def make_controller(spec: str, **options: Any) -> Controller:
-    kind, _, rest = spec.partition(":")
-    if spec == "scripted":
-        from agents.scripted import ScriptedConfig, ScriptedController
-
-        return ScriptedController(ScriptedConfig(**options))
-    if kind == "learned" and rest:
-        from pathlib import Path
-
-        from agents.gcbc import LearnedController
-
-        if not Path(rest).is_dir():
-            raise UserError(
-                f"controller {spec!r}: no directory {rest!r}; train one with recipes/agents/gcbc_crafter.yaml"
-            )
-        return LearnedController(rest, **options)
-    raise UserError(f"controller {spec!r} is not valid; valid: {SPEC_FORMS}")
+    name, sep, path = spec.partition(":")
+    if name not in CONTROLLERS:
+        raise UserError(f"controller {spec!r} is not valid; valid: {spec_forms()}")
+    kind = CONTROLLERS.get(name)
+    if (kind.recipe is None) != (not sep) or (sep and not path):
+        raise UserError(f"controller {spec!r} is not valid; valid: {spec_forms()}")
+    if kind.recipe is not None and not Path(path).is_dir():
+        raise UserError(f"controller {spec!r}: no directory {path!r}; train one with {kind.recipe}")
+    return kind.build(path or None, **options)

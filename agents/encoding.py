@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.navigation import SpatialMap
 from agents.types import AgentView
 from envs.crafter.techtree import Subgoal
 
@@ -26,6 +27,13 @@ GOALS = (
     ("make", "wood_pickaxe"), ("make", "stone_pickaxe"), ("make", "iron_pickaxe"),
     ("make", "wood_sword"), ("make", "stone_sword"), ("make", "iron_sword"),
 )  # fmt: skip
+# Crafter's action names in id order; stored in every model so a saved policy never needs the game
+# installed to name the action it chose (and a reordering in a future Crafter is detected).
+ACTIONS = (
+    "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",
+    "place_table", "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe",
+    "make_iron_pickaxe", "make_wood_sword", "make_stone_sword", "make_iron_sword",
+)  # fmt: skip
 _VIEW_INDEX = {n: i for i, n in enumerate(VIEW_NAMES)}
 _GOAL_INDEX = {g: i for i, g in enumerate(GOALS)}
 
@@ -42,6 +50,11 @@ def encode_view(local_view: list[list[str | None]]) -> np.ndarray:
     )
 
 
+def encode_facing(facing: str | None) -> int:
+    """VIEW_NAMES id of the cell the player faces (as ``encode_view`` encodes a cell)."""
+    return int(encode_view([[facing]])[0, 0])
+
+
 def encode_inventory(view: AgentView) -> np.ndarray:
     """int8 [16] counts in ``INVENTORY_KEYS`` order (vitals first)."""
     held = {**view.inventory, **view.vitals}
@@ -51,3 +64,39 @@ def encode_inventory(view: AgentView) -> np.ndarray:
 def goal_index(subgoal: Subgoal) -> int:
     """Index of (verb, target) in ``GOALS``; the count is not part of a controller's goal."""
     return _GOAL_INDEX[(subgoal.verb, subgoal.target)]
+
+
+# the reflexes of the scripted controller (its ``mode``), as recorded in goal-observation-action data
+REFLEXES = ("", "fight", "sleep", "drink", "eat")
+STATUS_DIM = len(INVENTORY_KEYS) + 2  # counts, daylight, sleeping
+
+
+def encode_map(spatial_map: SpatialMap, radius: int) -> np.ndarray:
+    """int8 [2r+1, 2r+1]: the agent's own remembered map (``agents.navigation.SpatialMap``,
+    dead reckoning, no privileged state) in ``VIEW_NAMES`` ids, centred on the agent, rows north
+    → south; never-seen cells are ``unknown``. Creatures are not part of it (the view has them)."""
+    unknown = _VIEW_INDEX["unknown"]
+    px, py = spatial_map.pos
+    cells = spatial_map.cells
+    size = 2 * radius + 1
+    out = np.full((size, size), unknown, dtype=np.int8)
+    # iterate over what is known when that is smaller than the window (early in an episode)
+    if len(cells) < size * size:
+        for (x, y), name in cells.items():
+            dx, dy = x - px + radius, y - py + radius
+            if 0 <= dx < size and 0 <= dy < size:
+                out[dy, dx] = _VIEW_INDEX.get(name, unknown)
+    else:
+        for dy in range(size):
+            y = py + dy - radius
+            for dx in range(size):
+                name = cells.get((px + dx - radius, y))
+                if name is not None:
+                    out[dy, dx] = _VIEW_INDEX.get(name, unknown)
+    return out
+
+
+def encode_status(view: AgentView) -> tuple[np.ndarray, int, bool]:
+    """(inventory int8 [16], daylight as uint8 0–255, sleeping): what a policy reads besides the
+    view and the map."""
+    return encode_inventory(view), int(round(max(0.0, min(1.0, view.daylight)) * 255)), bool(view.sleeping)

@@ -9,7 +9,6 @@ controller.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -17,22 +16,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.encoding import GOALS, INVENTORY_KEYS, VIEW_NAMES, encode_inventory, encode_view, goal_index
-from agents.navigation import lava_shield
-from agents.progress import SubgoalTracker
-from agents.types import AgentView, Controller, SubgoalStatus
-from envs.crafter.techtree import Subgoal
-from telos.errors import UserError
+from agents.cloned import ClonedController
+from agents.encoding import (
+    ACTIONS,
+    GOALS,
+    INVENTORY_KEYS,
+    VIEW_NAMES,
+    encode_facing,
+    encode_inventory,
+    encode_view,
+)
+from agents.policy_files import CONFIG, WEIGHTS, load_weights, read_policy_config, save_policy
+from agents.types import AgentView
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-# Crafter's action names in id order; stored in every model so a saved policy never needs the game
-# installed to name the action it chose (and a reordering in a future Crafter is detected).
-ACTIONS = (
-    "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",
-    "place_table", "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe",
-    "make_iron_pickaxe", "make_wood_sword", "make_stone_sword", "make_iron_sword",
-)  # fmt: skip
+__all__ = ["ACTIONS", "CONFIG", "WEIGHTS", "GCBCPolicy", "LearnedController", "PolicyConfig", "encode_facing"]
 VIEW_ROWS, VIEW_COLS = 7, 9
 INVENTORY_SCALE = 9.0  # Crafter caps every count and vital at 9: inputs land in [0, 1]
 
@@ -99,24 +96,7 @@ class GCBCPolicy(nn.Module):
     def save(self, directory: str | Path, meta: dict | None = None) -> Path:
         """``model.safetensors`` + ``config.json`` (architecture, the encodings' name lists and
         ``meta``, e.g. how it was trained)."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(out / WEIGHTS)
-        )
-        config = {
-            "kind": "gcbc",
-            "policy": asdict(self.config),
-            "view_names": list(VIEW_NAMES),
-            "inventory_keys": list(INVENTORY_KEYS),
-            "goals": [list(g) for g in GOALS],
-            "actions": list(ACTIONS),
-            "meta": meta or {},
-        }
-        (out / CONFIG).write_text(json.dumps(config, indent=2))
-        return out
+        return save_policy(self, directory, "gcbc", asdict(self.config), meta)
 
     def save_pretrained(self, directory: str | Path, **_kwargs) -> None:
         """The name ``telos.checkpoint.save_checkpoint`` calls (it passes safetensors flags)."""
@@ -125,47 +105,17 @@ class GCBCPolicy(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> GCBCPolicy:
         """A policy saved by ``save``; the encodings it was trained with must be today's."""
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
-            raise UserError(
-                f"not a GCBC policy directory (needs {CONFIG} and {WEIGHTS}): {directory}; "
-                "train one with `telos train recipes/agents/gcbc_crafter.yaml` (its final/)"
-            )
-        config = json.loads((d / CONFIG).read_text())
-        expected = {
-            "view_names": list(VIEW_NAMES),
-            "inventory_keys": list(INVENTORY_KEYS),
-            "goals": [list(g) for g in GOALS],
-            "actions": list(ACTIONS),
-        }
-        for key, value in expected.items():
-            if config.get(key) != value:
-                raise UserError(
-                    f"{d / CONFIG}: '{key}' differs from this version's encoding; retrain the policy"
-                )
+        config = read_policy_config(
+            directory, "gcbc", "train one with `telos train recipes/agents/gcbc_crafter.yaml` (its final/)"
+        )
         known = {f.name for f in fields(PolicyConfig)}
         policy = cls(PolicyConfig(**{k: v for k, v in config.get("policy", {}).items() if k in known}))
-        try:
-            policy.load_state_dict(load_file(str(d / WEIGHTS)))
-        except RuntimeError as e:
-            raise UserError(f"{d / WEIGHTS} does not match {d / CONFIG}: {str(e).splitlines()[0]}") from None
+        load_weights(policy, directory)
         return policy.eval()
 
 
-def encode_facing(facing: str | None) -> int:
-    """VIEW_NAMES id of the cell the player faces (as ``encode_view`` encodes a cell)."""
-    return int(encode_view([[facing]])[0, 0])
-
-
-class LearnedController(Controller):
-    """Runs a trained ``GCBCPolicy`` on one subgoal at a time.
-
-    Done when the subgoal's events (``agents.progress``) reach its count; failed after
-    ``max_steps_without_progress`` steps without one of them — a cloned policy has no other way
-    to know it is stuck, and the planner can then re-plan.
-    """
+class LearnedController(ClonedController):
+    """Runs a trained ``GCBCPolicy`` (the ``learned:PATH`` controller): reactive, no memory."""
 
     name = "learned"
 
@@ -177,84 +127,19 @@ class LearnedController(Controller):
         seed: int = 0,
         max_steps_without_progress: int = 300,
     ) -> None:
-        if temperature < 0:
-            raise UserError(f"temperature must be ≥ 0, got {temperature}")
-        if max_steps_without_progress < 1:
-            raise UserError(f"max_steps_without_progress must be ≥ 1, got {max_steps_without_progress}")
         self.path = str(path)
         self.policy = GCBCPolicy.load(path)
-        self.temperature = temperature  # 0 = argmax
-        self.seed = seed
-        self.max_steps_without_progress = max_steps_without_progress
-        # a private generator: sampling is reproducible and leaves the global RNG alone
-        self._generator = torch.Generator().manual_seed(seed)
-        self.reset()
-
-    def reset(self) -> None:
-        self._subgoal: Subgoal | None = None
-        self._goal = -1
-        self._tracker: SubgoalTracker | None = None
-        self._last_view: AgentView | None = None
-        self._stalled = 0
-
-    def start(self, subgoal: Subgoal, view: AgentView) -> None:
-        try:
-            self._goal = goal_index(subgoal)
-        except KeyError:
-            valid = ", ".join(f"{v} {t}" for v, t in GOALS)
-            raise UserError(f"the learned controller has no goal {subgoal}; valid: {valid}") from None
-        self._subgoal = subgoal
-        self._tracker = SubgoalTracker(subgoal)
-        self._last_view = view
-        self._stalled = 0
+        super().__init__(
+            temperature=temperature, seed=seed, max_steps_without_progress=max_steps_without_progress
+        )
 
     @torch.no_grad()
     def logits(self, view: AgentView) -> torch.Tensor:
-        """The policy's action logits [17] for ``view`` and the current goal."""
-        if self._goal < 0:
-            raise RuntimeError("LearnedController.act before start()")
         views = torch.from_numpy(encode_view(view.local_view).astype(np.int64))[None]
         inventory = torch.from_numpy(encode_inventory(view).astype(np.float32))[None]
         goals = torch.tensor([self._goal])
         facing = torch.tensor([encode_facing(view.facing)])
         return self.policy(views, inventory, goals, facing if self.policy.config.use_facing else None)[0]
 
-    def act(self, view: AgentView) -> int:
-        logits = self.logits(view)
-        if self.temperature == 0:
-            action = int(logits.argmax())
-        else:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
-            action = int(torch.multinomial(probs, 1, generator=self._generator))
-        return ACTIONS.index(lava_shield(view, ACTIONS[action]))
-
-    def observe(self, view: AgentView, action: int) -> None:
-        if self._tracker is None or self._last_view is None:
-            return
-        before = self._tracker.progress
-        self._tracker.update(self._last_view, ACTIONS[int(action)], view)
-        self._stalled = 0 if self._tracker.progress > before else self._stalled + 1
-        self._last_view = view
-
-    def status(self, view: AgentView) -> SubgoalStatus:
-        if self._tracker is None:
-            return SubgoalStatus("failed", "no subgoal started")
-        if self._tracker.met:
-            return SubgoalStatus("done")
-        if self._stalled >= self.max_steps_without_progress:
-            return SubgoalStatus(
-                "failed",
-                f"no progress on {self._subgoal} in {self._stalled} steps "
-                f"({self._tracker.progress}/{self._tracker.subgoal.count} done)",
-            )
-        return SubgoalStatus("running")
-
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "max_steps_without_progress": self.max_steps_without_progress,
-            "parameters": self.policy.num_parameters(),
-        }
+        return {**super().describe(), "path": self.path, "parameters": self.policy.num_parameters()}

@@ -42,6 +42,10 @@ def neighbours(c: Cell) -> list[Cell]:
     return [add(c, d) for d in MOVES.values()]
 
 
+def chebyshev(a: Cell, b: Cell) -> int:
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+
+
 class SpatialMap:
     def __init__(self) -> None:
         self.pos: Cell = (0, 0)
@@ -127,3 +131,15 @@ class SpatialMap:
         return self.get(cell) not in ("unknown", "outside") and any(
             self.get(n) == "unknown" for n in neighbours(cell)
         )
+
+
+def stations_in_reach(m: SpatialMap, reach: int = 25) -> frozenset[str]:
+    """Stations remembered within ``reach`` (as the crow flies) that can be used: a table,
+    and a furnace only where one cell has both in crafting reach (what iron tools need);
+    a furnace elsewhere is not reported, so the planner places a new one by a table."""
+    tables = [c for c in m.known({"table"}) if chebyshev(c, m.pos) <= reach]
+    furnaces = [c for c in m.known({"furnace"}) if chebyshev(c, m.pos) <= reach]
+    out = {"table"} if tables else set()
+    if any(chebyshev(t, f) <= 2 for t in tables for f in furnaces):
+        out.add("furnace")
+    return frozenset(out)

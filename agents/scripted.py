@@ -16,7 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.navigation import DIRECTIONS, MOVES, WALKABLE, Cell, SpatialMap, add, lava_shield, neighbours
+from agents.navigation import (
+    DIRECTIONS,
+    MOVES,
+    WALKABLE,
+    Cell,
+    SpatialMap,
+    add,
+    chebyshev,
+    lava_shield,
+    neighbours,
+    stations_in_reach,
+)
 from agents.progress import SubgoalTracker
 from agents.types import AgentView, Controller, SubgoalStatus
 from envs.crafter.env import action_names
@@ -53,10 +64,6 @@ class ScriptedConfig:
     place_budget: int = 300
     make_budget: int = 300
     repath_every: int = 12  # steps before a cached path is searched again
-
-
-def chebyshev(a: Cell, b: Cell) -> int:
-    return max(abs(a[0] - b[0]), abs(a[1] - b[1]))
 
 
 class ScriptedController(Controller):
@@ -122,16 +129,7 @@ class ScriptedController(Controller):
         return SubgoalStatus("running")
 
     def known_stations(self, reach: int = 25) -> frozenset[str]:
-        """Stations remembered within ``reach`` (as the crow flies) that can be used: a table,
-        and a furnace only where one cell has both in crafting reach (what iron tools need);
-        a furnace elsewhere is not reported, so the planner places a new one by a table."""
-        pos, m = self.map.pos, self.map
-        tables = [c for c in m.known({"table"}) if chebyshev(c, pos) <= reach]
-        furnaces = [c for c in m.known({"furnace"}) if chebyshev(c, pos) <= reach]
-        out = {"table"} if tables else set()
-        if any(chebyshev(t, f) <= 2 for t in tables for f in furnaces):
-            out.add("furnace")
-        return frozenset(out)
+        return stations_in_reach(self.map, reach)
 
     def act(self, view: AgentView) -> int:
         if self.view is None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from agents.encoding import encode_inventory, encode_view, goal_index
-from agents.gcbc import encode_facing
+from agents.encoding import encode_facing, encode_inventory, encode_view, goal_index
 from agents.progress import step_events
 from agents.types import AgentView, Controller, SubgoalStatus
 from envs.crafter.techtree import Subgoal
@@ -49,11 +49,14 @@ class RecordingController(Controller):
     def known_stations(self) -> frozenset[str]:
         return getattr(self.inner, "known_stations", lambda: frozenset())()
 
-    def act(self, view: AgentView) -> int:
-        action = self.inner.act(view)
+    def choose(self, view: AgentView, action: int) -> tuple[int, bool]:
+        """The action executed instead of ``action`` and whether it is a random (noise) one."""
         noisy = self.rng.random() < self.noise
-        if noisy:
-            action = self.rng.randrange(self.num_actions)
+        return (self.rng.randrange(self.num_actions), True) if noisy else (action, False)
+
+    def act(self, view: AgentView) -> int:
+        self.expert_action = self.inner.act(view)
+        action, noisy = self.choose(view, self.expert_action)
         sub = getattr(self.inner, "subgoal", None)
         commanded = goal_index(sub) if sub is not None and not getattr(self.inner, "mode", "") else -1
         r = self.rows
@@ -75,41 +78,75 @@ class RecordingController(Controller):
         self._view = view
 
 
-def collect_play(
-    episodes: int, suite: str, noise: float, seed: int, budget: int | None = None
-) -> dict[str, np.ndarray]:
-    """Play ``episodes`` episodes cycling over the suite's tasks; returns the stacked arrays."""
+def play_episodes(
+    episodes: Iterable[int],
+    suite: str,
+    recorder: Callable[[int], RecordingController],
+    seed: int,
+    budget: int | None = None,
+    on_episode: Callable[[int], None] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Play each episode id (task ``id % len(tasks)``, world seed ``seed + id``) with the oracle
+    planner and ``recorder(id)``; returns each non-empty episode's rows as arrays, with
+    ``episode`` = its id. ``on_episode(steps)`` is called after each one (a progress bar)."""
     from agents.loop import run_episode
     from agents.planners import OraclePlanner
-    from agents.scripted import ScriptedController
     from agents.types import Goal
     from envs.crafter.env import CrafterEnv
     from envs.crafter.techtree import RULES
     from eval.suites import load_suite
-    from telos.tracking import progress
 
     tasks = load_suite(suite, RULES().achievements).tasks
     env, planner = CrafterEnv(), OraclePlanner()
     parts: list[dict[str, np.ndarray]] = []
-    with progress(episodes, "play episodes") as bar:
-        for ep in range(episodes):
-            task = tasks[ep % len(tasks)]
-            rec = RecordingController(ScriptedController(), noise, seed=seed * 100_003 + ep)
-            run_episode(
-                env, Goal(task.id, task.achievement, dict(task.inventory)),
-                lambda v, t=task: t.done(v.achievements, v.inventory),
-                planner, rec, seed=seed + ep, budget=budget or task.budget,
-            )  # fmt: skip
-            n = len(rec.rows["actions"])
-            if n == 0:
-                continue
+    for ep in episodes:
+        task = tasks[ep % len(tasks)]
+        rec = recorder(ep)
+        run_episode(
+            env, Goal(task.id, task.achievement, dict(task.inventory)),
+            lambda v, t=task: t.done(v.achievements, v.inventory),
+            planner, rec, seed=seed + ep, budget=budget or task.budget,
+        )  # fmt: skip
+        n = len(rec.rows["actions"])
+        if n:
             part = {k: np.asarray(v) for k, v in rec.rows.items()}
             part["episode"] = np.full(n, ep, dtype=np.int32)
             parts.append(part)
-            bar.advance(1, steps=sum(len(p["actions"]) for p in parts))
-    dtypes = {"views": np.int8, "inventory": np.int8, "facing": np.int8, "actions": np.int8,
-              "commanded": np.int16, "noise": bool, "events": np.int16, "episode": np.int32}  # fmt: skip
+        if on_episode is not None:
+            on_episode(n)
+    return parts
+
+
+def stack(parts: list[dict[str, np.ndarray]], dtypes: dict[str, type]) -> dict[str, np.ndarray]:
+    """Concatenate episodes' rows array by array, cast to the file's dtypes."""
     return {k: np.concatenate([p[k] for p in parts]).astype(dt) for k, dt in dtypes.items()}
+
+
+PLAY_DTYPES = {"views": np.int8, "inventory": np.int8, "facing": np.int8, "actions": np.int8,
+               "commanded": np.int16, "noise": bool, "events": np.int16, "episode": np.int32}  # fmt: skip
+
+
+def collect_play(
+    episodes: int, suite: str, noise: float, seed: int, budget: int | None = None
+) -> dict[str, np.ndarray]:
+    """Play ``episodes`` episodes cycling over the suite's tasks; returns the stacked arrays."""
+    from agents.scripted import ScriptedController
+    from telos.tracking import progress
+
+    steps = 0
+    with progress(episodes, "play episodes") as bar:
+
+        def advance(n: int) -> None:
+            nonlocal steps
+            steps += n
+            bar.advance(1, steps=steps)
+
+        parts = play_episodes(
+            range(episodes), suite,
+            lambda ep: RecordingController(ScriptedController(), noise, seed=seed * 100_003 + ep),
+            seed, budget, advance,
+        )  # fmt: skip
+    return stack(parts, PLAY_DTYPES)
 
 
 def crafter_play_command(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ COMMANDS = {
     "eval minecraft": "eval.minecraft:eval_minecraft_command",
     "eval agent": "eval.agent:eval_agent_command",
     "data crafter-play": "eval.crafter_play:crafter_play_command",
+    "data crafter-goap": "eval.crafter_goap:crafter_goap_command",
     "data preferences": "eval.rm_data:preferences_command",
     "data process-labels": "eval.rm_data:process_labels_command",
 }
@@ -221,6 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--noise", type=float, default=0.1, help="probability of a random action")
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--budget", type=int, default=None, help="override the tasks' step budgets")
+    cg = d_sub.add_parser(
+        "crafter-goap", help="goal-observation-action data with a subgoal on every step, for trainer: goap"
+    )
+    cg.add_argument("--out", required=True, help="output directory (.npy arrays + meta.json)")
+    cg.add_argument("--steps", type=int, default=None, help="at least N steps (whole shards of episodes)")
+    cg.add_argument("--episodes", type=int, default=None, help="exactly N episodes (instead of --steps)")
+    cg.add_argument("--workers", type=int, default=2, help="processes playing shards in parallel")
+    cg.add_argument("--episodes-per-shard", type=int, default=8, help="episodes per resumable shard file")
+    cg.add_argument("--suite", default="crafter-techtree", help="tasks to play, cycled")
+    cg.add_argument("--noise", type=float, default=0.05, help="probability of a random action")
+    cg.add_argument("--seed", type=int, default=0, help="world seeds are seed + episode id")
+    cg.add_argument("--budget", type=int, default=None, help="override the tasks' step budgets")
+    cg.add_argument("--map-radius", type=int, default=10, help="the remembered-map window: (2r+1)² cells")
+    cg.add_argument(
+        "--policy",
+        default=None,
+        help="DAgger: a controller spec (goap:PATH) that acts; scripted still labels",
+    )
+    cg.add_argument(
+        "--beta", type=float, default=0.5, help="with --policy: probability the scripted action is taken"
+    )
     for kind, help_text in (
         ("preferences", "correct-vs-wrong answer pairs for the same prompt"),
         ("process-labels", "Math-Shepherd step labels from completions of each step prefix"),

@@ -165,7 +165,8 @@ class _Display:
         done = self.completed - self.start
         if self.total:
             pct = 100 * self.completed / self.total
-            eta = (self.total - self.completed) * elapsed / done if done > 0 else None
+            # a count may overshoot its total (whole shards of episodes): the work is done, eta 0
+            eta = max(0, self.total - self.completed) * elapsed / done if done > 0 else None
             head = f"{self.completed}/{self.total} ({pct:.0f}%)"
             timing = f"elapsed {_format_time(elapsed)} | eta {_format_time(eta)}"
         else:

@@ -120,7 +120,7 @@ def test_recipe_schema_command_lists_trainers_and_keys(capsys):
     assert "train.lr " in out and "float (default 1e-06); valid > 0" in out
     assert "oreal.freeze_policy_steps" in out and "valid ≥ 0" in out
     assert main(["recipe", "schema", "nope"]) == 2
-    assert "'trainer' is 'nope'; valid: bstar, epo, gcbc, grpo" in capsys.readouterr().err
+    assert "'trainer' is 'nope'; valid: bstar, epo, gcbc, goap, grpo" in capsys.readouterr().err
 
 
 def test_check_explain_shows_the_recipes_values(capsys):

@@ -103,8 +103,8 @@ def test_recipe_data_builds_are_valid_telos_data_command_lines(tmp_path):
     for recipe in (REPO / "recipes").rglob("*.yaml"):
         data = (yaml.safe_load(recipe.read_text()) or {}).get("data", {})
         named += [v for v in data.values() if isinstance(v, str) and v.startswith("tiny-data:")]
-    # bt, gcrm: train + test; prm, value: train + test; gcbc: play
-    assert len(named) == 9
+    # bt, gcrm: train + test; prm, value: train + test; gcbc: play; goap: goal-observation-action
+    assert len(named) == 10
     for spec in named:
         parse_recipe_data(spec)
 

@@ -10,27 +10,31 @@ Output: ``RUN/final/`` (a ``GCBCPolicy`` directory that ``LearnedController`` lo
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agents.encoding import GOALS, INVENTORY_KEYS, VIEW_NAMES
 from agents.gcbc import ACTIONS, VIEW_COLS, VIEW_ROWS, GCBCPolicy, PolicyConfig
-from telos.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from telos.config import save_yaml, to_dict
 from telos.errors import UserError
 from telos.plots import bar_chart, plot_metrics
-from telos.tracking import Tracker, read_metrics
+from telos.tracking import read_metrics
+from trainers.agents.cloning import (
+    clone,
+    cloning_loss,
+    evaluate,
+    majority_correct,
+    per_goal_accuracy,
+    split_episodes,
+)
 from trainers.agents.gcbc_recipe import PLAY_ARRAYS, GCBCRecipe, check_play_file, play_data_hint
 from trainers.common.recipe_data import resolve_recipe_data
-from trainers.common.sampler import PromptSampler
+
+gcbc_loss = cloning_loss  # the name the GCBC tests and docs use
 
 PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
-EVAL_BATCH = 4096
 
 
 def hindsight_labels(
@@ -76,14 +80,6 @@ def hindsight_labels(
         goals = np.where((goals < 0) & (np.asarray(commanded) >= 0), commanded, goals)
     goals[np.asarray(noise, dtype=bool)] = -1
     return goals
-
-
-def gcbc_loss(logits: torch.Tensor, actions: torch.Tensor, goals_mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the taken actions, averaged over the labelled steps only:
-    ``Σ_i m_i · (−log softmax(logits_i)[a_i]) / max(1, Σ_i m_i)`` (0 when nothing is labelled)."""
-    mask = goals_mask.to(logits.dtype)
-    ce = F.cross_entropy(logits, actions.long(), reduction="none")
-    return (ce * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 @dataclass
@@ -132,41 +128,8 @@ def load_play_data(path: str) -> PlayData:
     return PlayData(**arrays)
 
 
-def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean [T]: steps of held-out episodes. Whole episodes, since neighbouring steps are
-    near-duplicates and a step split would measure memorisation."""
-    ids = np.unique(episode)
-    if len(ids) < 2:
-        raise UserError(f"play data has {len(ids)} episode; a train/val split by episode needs ≥ 2")
-    n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction)))
-    val_ids = np.random.default_rng(seed).choice(ids, size=n_val, replace=False)
-    return np.isin(episode, val_ids)
-
-
-def _batch(data: dict[str, torch.Tensor], rows: np.ndarray) -> tuple:
-    r = torch.from_numpy(rows)
-    facing = data["facing"][r] if "facing" in data else None
-    return (data["views"][r], data["inventory"][r], data["goals"][r], facing), data["actions"][r]
-
-
-@torch.no_grad()
-def evaluate(policy: GCBCPolicy, data: dict[str, torch.Tensor], rows: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean loss over ``rows`` and the argmax action predicted for each."""
-    if len(rows) == 0:
-        return float("nan"), np.zeros(0, dtype=np.int64)
-    policy.eval()
-    total, preds = 0.0, []
-    for s in range(0, len(rows), EVAL_BATCH):
-        inputs, actions = _batch(data, rows[s : s + EVAL_BATCH])
-        logits = policy(*inputs)
-        total += float(F.cross_entropy(logits, actions.long(), reduction="sum"))
-        preds.append(logits.argmax(-1).numpy())
-    policy.train()
-    return total / len(rows), np.concatenate(preds)
-
-
 def train_gcbc(recipe: GCBCRecipe, raw_config: dict | None = None) -> dict:
-    r, t = recipe, recipe.train
+    r = recipe
     torch.manual_seed(r.seed)
     play = load_play_data(resolve_recipe_data(r.data.path))  # a tiny-data: spec is built on first use
     goals = hindsight_labels(
@@ -189,93 +152,31 @@ def train_gcbc(recipe: GCBCRecipe, raw_config: dict | None = None) -> dict:
     }
     if play.facing is not None:
         data["facing"] = torch.from_numpy(play.facing)
-    policy = GCBCPolicy(PolicyConfig(**asdict(r.model), use_facing=play.facing is not None)).train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    policy = GCBCPolicy(PolicyConfig(**asdict(r.model), use_facing=play.facing is not None))
 
-    run_dir = Path(r.run_dir)
-    state = {"step": 0, "cursor": 0}
-    resume_from = resolve_resume(r.resume, run_dir)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model=policy, optimizer=optimizer, scheduler=None)
-    save_yaml(raw_config if raw_config is not None else to_dict(r), run_dir / "config.yaml")
-    order = PromptSampler(len(train_rows), r.seed, state["cursor"])  # seeded epochs, resumable
-    tracker = Tracker(
-        run_dir,
-        total_steps=t.steps,
-        start_step=state["step"],
-        report_to=r.report_to,
-        config=to_dict(r),
-        progress_keys=["loss", "accuracy", "val_accuracy"],
+    def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.from_numpy(rows)
+        facing = data["facing"][i] if "facing" in data else None
+        return policy(data["views"][i], data["inventory"][i], data["goals"][i], facing), data["actions"][i]
+
+    seconds = clone(
+        r,
+        raw_config,
+        policy,
+        forward,
+        train_rows,
+        val_rows,
+        play.actions[val_rows],
         description=f"gcbc {r.name}",
     )
-    start = time.perf_counter()
-    for step in range(state["step"] + 1, t.steps + 1):
-        t0 = time.perf_counter()
-        inputs, actions = _batch(data, train_rows[order.take(t.batch_size)])
-        logits = policy(*inputs)
-        loss = gcbc_loss(logits, actions, torch.ones(len(actions), dtype=torch.bool))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), t.max_grad_norm))
-        optimizer.step()
-        out = {
-            "loss": float(loss.detach()),
-            "accuracy": float((logits.detach().argmax(-1) == actions).float().mean()),
-            "grad_norm": grad_norm,
-            "epoch": order.cursor / len(train_rows),
-            "samples_per_s": len(actions) / (time.perf_counter() - t0),
-        }
-        if step == t.steps or (t.eval_every and step % t.eval_every == 0):
-            val_loss, preds = evaluate(policy, data, val_rows)
-            out["val_loss"] = val_loss
-            out["val_accuracy"] = (
-                float((preds == play.actions[val_rows]).mean()) if len(preds) else float("nan")
-            )
-        tracker.log(step, out)
-        if step % t.save_every == 0 or step == t.steps:
-            save_checkpoint(
-                run_dir,
-                step,
-                model=policy,
-                optimizer=optimizer,
-                scheduler=None,
-                trainer_state={"step": step, "cursor": order.cursor},
-                keep_last=t.keep_last,
-            )
-    tracker.close()
-    return _finish(r, policy, play, data, goals, train_rows, val_rows, time.perf_counter() - start)
+    return _finish(r, policy, play, forward, goals, train_rows, val_rows, seconds)
 
 
-def _goal_name(g: int) -> str:
-    return " ".join(GOALS[g])
-
-
-def per_goal_accuracy(goals: np.ndarray, correct: np.ndarray) -> dict[str, dict]:
-    """{goal name: {steps, accuracy}} over the goals present, in GOALS order."""
-    out = {}
-    for g in range(len(GOALS)):
-        sel = goals == g
-        if sel.any():
-            out[_goal_name(g)] = {"steps": int(sel.sum()), "accuracy": float(correct[sel].mean())}
-    return out
-
-
-def _majority_correct(play: PlayData, goals: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray):
-    """Per val step: does the train set's most frequent action for its goal match? A baseline
-    that ignores the state: the policy must beat it to have learned anything from the view."""
-    common = np.zeros(len(GOALS), dtype=np.int64)
-    for g in range(len(GOALS)):
-        acts = play.actions[train_rows][goals[train_rows] == g]
-        if len(acts):
-            common[g] = np.bincount(acts.astype(np.int64), minlength=len(ACTIONS)).argmax()
-    return common[goals[val_rows]] == play.actions[val_rows]
-
-
-def _finish(r: GCBCRecipe, policy, play, data, goals, train_rows, val_rows, seconds: float) -> dict:
+def _finish(r: GCBCRecipe, policy, play, forward, goals, train_rows, val_rows, seconds: float) -> dict:
     run_dir = Path(r.run_dir)
-    val_loss, preds = evaluate(policy, data, val_rows)
+    val_loss, preds = evaluate(policy, forward, val_rows)
     correct = preds == play.actions[val_rows]
-    baseline = _majority_correct(play, goals, train_rows, val_rows)
+    baseline = majority_correct(play.actions, goals, train_rows, val_rows)
     hindsight = hindsight_labels(
         play.events, play.episode, play.commanded, play.noise, r.data.horizon, commanded_fallback=False
     )

@@ -97,6 +97,10 @@ BUILDS: dict[str, DataBuild] = {
     "crafter-play": DataBuild(
         "crafter-play", ("--episodes", "200"), {"play.npz": "--out"}, uses_tiny_model=False
     ),
+    # a directory of arrays; 60 episodes (~9k steps): enough to see the recipe learn, not to play well
+    "crafter-goap": DataBuild(
+        "crafter-goap", ("--episodes", "60", "--workers", "1"), {"data": "--out"}, uses_tiny_model=False
+    ),
 }
 
 
@@ -175,6 +179,6 @@ def resolve_recipe_data(spec: str) -> str:
         _run_build(build, model, tmp)
 
     build_cached(
-        out, make, ready=lambda p: all((p / f).is_file() for f in build.files), what=f"{SCHEME}{name}"
+        out, make, ready=lambda p: all((p / f).exists() for f in build.files), what=f"{SCHEME}{name}"
     )
     return str(out / file)

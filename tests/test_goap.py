@@ -1,0 +1,325 @@
+"""GOAP: the remembered-map encoding by hand, `telos data crafter-goap` (parallel, resumable,
+deterministic, memory-mapped), the controller reading exactly what the data recorded, the
+behaviour encoder's causality and padding, training with resume through `telos train`, the
+`goap:PATH` controller in `telos eval minecraft`, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("crafter")
+
+from agents.controllers import make_controller  # noqa: E402
+from agents.encoding import GOALS, REFLEXES, STATUS_DIM, VIEW_NAMES, encode_map  # noqa: E402
+from agents.goap import NO_ACTION, GOAPConfig, GOAPController, GOAPPolicy, status_vector  # noqa: E402
+from agents.navigation import SpatialMap  # noqa: E402
+from agents.scripted import ScriptedController  # noqa: E402
+from agents.types import Controller  # noqa: E402
+from eval.crafter_goap import GOAPRecorder, crafter_goap_command  # noqa: E402
+from eval.crafter_play import play_episodes  # noqa: E402
+from telos.cli import main  # noqa: E402
+from telos.errors import UserError  # noqa: E402
+from trainers.agents.goap import training_rows  # noqa: E402
+from trainers.agents.goap_data import GOAPBatcher, load_goap_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ID = {n: i for i, n in enumerate(VIEW_NAMES)}
+
+
+def goap_args(out: Path, **kw) -> argparse.Namespace:
+    base = dict(out=str(out), steps=None, episodes=4, workers=2, episodes_per_shard=2, suite="crafter-techtree",
+                noise=0.05, seed=0, budget=120, map_radius=4, policy=None, beta=0.5)  # fmt: skip
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def goap_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("goap") / "data"
+    assert crafter_goap_command(goap_args(out)) == 0
+    return out
+
+
+def test_encode_map_by_hand():
+    m = SpatialMap()
+    m.pos = (5, 5)
+    m.cells = {(5, 4): "tree", (6, 5): "stone", (3, 7): "water", (9, 5): "iron"}  # (9, 5) is outside r=2
+    grid = encode_map(m, radius=2)
+    assert grid.shape == (5, 5) and grid.dtype == np.int8
+    expected = np.full((5, 5), ID["unknown"])
+    expected[1, 2] = ID["tree"]  # one north: the row above the centre
+    expected[2, 3] = ID["stone"]  # one east
+    expected[4, 0] = ID["water"]  # two south, two west
+    np.testing.assert_array_equal(grid, expected)
+
+
+def test_status_vector_by_hand():
+    inv = np.zeros(16, dtype=np.int8)
+    inv[0], inv[5] = 9, 3  # health 9, wood 3
+    v = status_vector(inv, np.array(51, dtype=np.uint8), np.array(True))
+    assert v.shape == (STATUS_DIM,)
+    assert v[0] == 1.0 and v[5] == pytest.approx(3 / 9) and v[16] == pytest.approx(0.2) and v[17] == 1.0
+
+
+def test_training_rows_skip_unlabelled_steps():
+    goal = np.array([0, 0, -1, 3, 3, 3])
+    noise = np.array([0, 1, 0, 0, 0, 0], dtype=bool)
+    held_out = np.array([0, 0, 0, 1, 1, 0], dtype=bool)
+    expert = np.where(noise, -1, 2)
+    train, val = training_rows(goal, expert, held_out)
+    assert train.tolist() == [0, 5] and val.tolist() == [3, 4]
+
+
+def test_data_command_writes_memory_mapped_arrays(goap_data):
+    meta = json.loads((goap_data / "meta.json").read_text())
+    assert meta["episodes"] == 4 and meta["shards"] == 2 and meta["map_radius"] == 4
+    views = np.load(goap_data / "views.npy", mmap_mode="r")
+    assert isinstance(views, np.memmap) and views.shape == (meta["steps"], 7, 9)
+    data = load_goap_data(str(goap_data))
+    a = data.arrays
+    assert a["map"].shape == (meta["steps"], 9, 9)
+    assert sorted(np.unique(a["episode"]).tolist()) == [0, 1, 2, 3]
+    # the dispatched subgoal is on every step (reflex steps too): the oracle always has a plan
+    assert (a["goal"] >= 0).all()
+    assert set(np.unique(a["reflex"]).tolist()) <= set(range(len(REFLEXES)))
+    # episode 0 is collect_wood: its steps are labelled collect tree
+    assert (a["goal"][a["episode"] == 0] == GOALS.index(("collect", "tree"))).all()
+    starts = data.start[np.r_[0, np.flatnonzero(np.diff(a["episode"])) + 1]]
+    assert starts.tolist() == np.r_[0, np.flatnonzero(np.diff(a["episode"])) + 1].tolist()
+
+
+def test_data_command_resumes_and_is_deterministic(tmp_path, goap_data):
+    out = tmp_path / "again"
+    assert crafter_goap_command(goap_args(out)) == 0
+    shard = sorted((out / "shards").glob("shard-*.npz"))[1]
+    shard.unlink()  # a run killed before its second shard landed
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("shard-*.npz")}
+    assert crafter_goap_command(goap_args(out)) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("shard-*.npz")}
+    assert {k: after[k] for k in before} == before  # the finished shard was not replayed
+    assert shard.is_file()
+    for name in ("views", "map", "actions", "goal", "episode"):
+        np.testing.assert_array_equal(np.load(out / f"{name}.npy"), np.load(goap_data / f"{name}.npy"))
+
+
+def test_data_command_rejects_other_settings(tmp_path, goap_data):
+    out = tmp_path / "d"
+    assert crafter_goap_command(goap_args(out, episodes=2)) == 0
+    with pytest.raises(UserError, match="other settings"):
+        crafter_goap_command(goap_args(out, episodes=2, noise=0.2))
+    with pytest.raises(UserError, match="one of --steps"):
+        crafter_goap_command(goap_args(out, steps=100))
+
+
+def test_max_steps_keeps_whole_episodes(goap_data):
+    full = load_goap_data(str(goap_data))
+    first = int((full.arrays["episode"] == 0).sum())
+    cut = load_goap_data(str(goap_data), max_steps=first + 1)
+    ep = full.arrays["episode"]
+    assert len(cut) == first + int((ep == ep[first]).sum())
+
+
+class Mirror(Controller):
+    """The recorder plays (scripted + noise); a GOAP controller is fed the same steps and its
+    inputs at every act are kept, to compare with what the data says about that step."""
+
+    def __init__(self, recorder: GOAPRecorder, goap: GOAPController) -> None:
+        self.recorder, self.goap, self.seen = recorder, goap, []
+        self.rows = recorder.rows
+        self.name = "mirror"
+
+    def reset(self) -> None:
+        self.recorder.reset()
+        self.goap.reset()
+
+    def start(self, subgoal, view) -> None:
+        self.recorder.start(subgoal, view)
+        self.goap.start(subgoal, view)
+
+    def status(self, view):
+        return self.recorder.status(view)
+
+    def act(self, view) -> int:
+        self.seen.append(self.goap.inputs(view))
+        return self.recorder.act(view)
+
+    def observe(self, view, action=None) -> None:
+        self.recorder.observe(view, action)
+        self.goap.observe(view, action)
+
+
+def test_controller_reads_what_the_data_recorded(tmp_path):
+    policy = GOAPPolicy(GOAPConfig(map_radius=4, history=6))
+    mirror = Mirror(GOAPRecorder(ScriptedController(), 0.2, 1, map_radius=4), GOAPController(policy=policy))
+    parts = play_episodes([4], "crafter-techtree", lambda _ep: mirror, seed=0, budget=150)
+    rows = parts[0]
+    n = len(rows["actions"])
+    assert n == len(mirror.seen) > 50
+    for name in ("views", "inventory", "daylight", "sleeping", "facing", "map", "actions", "goal", "reflex",
+                 "noise", "events", "episode"):  # fmt: skip
+        d = tmp_path / f"{name}.npy"
+        np.save(d, rows[name].astype(np.int32 if name == "episode" else rows[name].dtype))
+    meta = {"steps": n, "map_radius": 4, "arrays": list(rows)}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    batcher = GOAPBatcher(load_goap_data(str(tmp_path)), history=6, with_history=True)
+    for t in (0, 1, 5, n // 2, n - 1):
+        batch, _ = batcher(np.array([t]))
+        for key, value in mirror.seen[t].items():
+            if (
+                key == "goal"
+            ):  # the data's label is the dispatched goal; the controller's own goal is the same
+                assert int(value) == int(rows["goal"][t])
+                continue
+            torch.testing.assert_close(batch[key].to(value.dtype), value, msg=f"step {t}: {key}")
+
+
+def _batch(b: int, k: int, radius: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    side = 2 * radius + 1
+    return {
+        "view": torch.randint(0, len(VIEW_NAMES), (b, 7, 9), generator=g),
+        "status": torch.rand(b, STATUS_DIM, generator=g),
+        "facing": torch.randint(0, len(VIEW_NAMES), (b,), generator=g),
+        "map": torch.randint(0, len(VIEW_NAMES), (b, side, side), generator=g),
+        "goal": torch.randint(0, len(GOALS), (b,), generator=g),
+        "hist_view": torch.randint(0, len(VIEW_NAMES), (b, k, 7, 9), generator=g),
+        "hist_status": torch.rand(b, k, STATUS_DIM, generator=g),
+        "hist_action": torch.randint(0, NO_ACTION, (b, k), generator=g),
+        "hist_valid": torch.ones(b, k, dtype=torch.bool),
+    }
+
+
+@pytest.mark.parametrize("variant", ["goap", "no_behaviour", "goal_only"])
+def test_variants_read_what_they_should(variant):
+    torch.manual_seed(0)
+    policy = GOAPPolicy(GOAPConfig(variant=variant, map_radius=4, history=5, d_model=32, heads=2)).eval()
+    batch = _batch(3, 5)
+    base = policy(batch)
+    assert base.shape == (3, 17)
+    # padded history slots are invisible: their contents do not move the logits
+    padded = {**batch, "hist_valid": batch["hist_valid"].clone()}
+    padded["hist_valid"][:, :2] = False
+    other = {**padded, "hist_view": padded["hist_view"].clone(), "hist_action": padded["hist_action"].clone()}
+    other["hist_view"][:, :2] = 0
+    other["hist_action"][:, :2] = (other["hist_action"][:, :2] + 1) % NO_ACTION
+    torch.testing.assert_close(policy(padded), policy(other))
+    # which inputs matter: actions only for goap, history at all only with behaviour tokens
+    acted = {**batch, "hist_action": (batch["hist_action"] + 1) % NO_ACTION}
+    moved_by_actions = not torch.allclose(policy(acted), base)
+    assert moved_by_actions == (variant == "goap")
+    seen = {**batch, "hist_view": torch.roll(batch["hist_view"], 1, dims=0)}
+    assert (not torch.allclose(policy(seen), base)) == (variant != "no_behaviour")
+    # an empty history (episode start) is well defined
+    empty = {**batch, "hist_valid": torch.zeros_like(batch["hist_valid"])}
+    assert torch.isfinite(policy(empty)).all()
+
+
+def write_recipe(directory: Path, data: Path, **overrides) -> Path:
+    recipe = yaml.safe_load((REPO / "recipes/agents/goap_crafter.yaml").read_text())
+    recipe.update(run_dir=str(directory / "run"), resume=None)
+    recipe["data"].update(path=str(data), val_fraction=0.25)
+    recipe["model"].update(d_model=32, heads=2, history=4)
+    recipe["train"].update(steps=6, batch_size=16, save_every=3, eval_every=3)
+    recipe["rollout"].update(every=3, episodes=1, budget=20, task="collect_wood")
+    for key, value in overrides.items():
+        section, _, leaf = key.rpartition(".")
+        (recipe[section] if section else recipe)[leaf] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, goap_data) -> Path:
+    directory = tmp_path_factory.mktemp("goap-run")
+    assert main(["train", str(write_recipe(directory, goap_data))]) == 0
+    return directory / "run"
+
+
+def test_training_writes_final_report_and_rollouts(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["trainer"] == "goap" and summary["variant"] == "goap"
+    assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["val_per_goal"] and summary["val_per_reflex"]
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "rollout/success" in r] == [3, 6]
+    assert "rollout/collect tree" in rows[-1]
+    assert (trained / "report.md").read_text().startswith("# GOAP run")
+    assert GOAPPolicy.load(trained / "final").config.history == 4
+
+
+def test_resume_continues_from_checkpoint(tmp_path, goap_data, trained, weights_of, assert_same_weights):
+    recipe = write_recipe(tmp_path, goap_data, **{"train.steps": 3})
+    assert main(["train", str(recipe)]) == 0
+    assert main(["train", str(write_recipe(tmp_path, goap_data, resume="latest"))]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert_same_weights(weights_of(trained / "final"), weights_of(tmp_path / "run" / "final"), atol=1e-5)
+
+
+def test_goap_controller_in_eval_minecraft(tmp_path, trained):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "wood", "env": "crafter", "tasks": [
+        {"id": "collect_wood", "goal": {"achievement": "collect_wood"}, "tier": 1, "budget": 60}]}))  # fmt: skip
+    out = tmp_path / "eval"
+    argv = ["eval", "minecraft", "--suite", str(suite), "--controller", f"goap:{trained / 'final'}",
+            "--episodes", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["controller"]["name"] == "goap"
+    assert results["config"]["controller"]["variant"] == "goap"
+    assert results["tasks"]["collect_wood"]["episodes"] == 2
+
+
+def test_controller_spec_errors(tmp_path, trained):
+    with pytest.raises(UserError, match="no directory"):
+        make_controller(f"goap:{tmp_path / 'missing'}")
+    with pytest.raises(UserError, match="valid: .*goap:PATH"):
+        make_controller("goap")
+    gcbc_like = tmp_path / "gcbc"
+    gcbc_like.mkdir()
+    (gcbc_like / "config.json").write_text(json.dumps({"kind": "gcbc"}))
+    (gcbc_like / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match="holds a gcbc policy"):
+        make_controller(f"goap:{gcbc_like}")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"model.heads": 3}, "'model.heads': 3 heads do not divide d_model 32"),
+        ({"rollout.task": "fly"}, "'rollout.task': unknown task 'fly'"),
+        ({"model.variant": "steve"}, "model.variant"),
+    ],
+)
+def test_bad_recipe_is_one_line_error(tmp_path, goap_data, capsys, override, message):
+    assert main(["check", str(write_recipe(tmp_path, goap_data, **override))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_missing_data_is_one_line_error(tmp_path, capsys):
+    assert main(["check", str(write_recipe(tmp_path, tmp_path / "nothing"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "telos data crafter-goap" in err and "\n" not in err
+
+
+def test_dagger_collection_lets_the_policy_act_and_the_expert_label(tmp_path, trained):
+    out = tmp_path / "dagger"
+    args = goap_args(out, episodes=2, workers=1, policy=f"goap:{trained / 'final'}", beta=0.0, noise=0.0)
+    assert crafter_goap_command(args) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["policy"] == f"goap:{trained / 'final'}" and meta["learner_steps"] == meta["steps"] > 0
+    data = load_goap_data(str(out))
+    a = data.arrays
+    assert a["learner"].all() and (a["expert"] >= 0).all()
+    # the 6-step policy does not act like the scripted controller: labels differ from what was done
+    assert (a["expert"] != a["actions"]).any()
+    with pytest.raises(UserError, match="controller"):
+        crafter_goap_command(goap_args(tmp_path / "bad", policy="goap:/nowhere"))
