@@ -7,6 +7,7 @@ accuracy, checkpoints and the tracker (progress bar, metrics.jsonl).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,18 @@ def clone(
             )
     tracker.close()
     return time.perf_counter() - start
+
+
+PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
+
+
+def write_results(run_dir: Path, summary: dict, report: str, metrics: list[dict]) -> None:
+    """summary.json, report.md, the loss/accuracy plots and the per-goal accuracy bar chart."""
+    from telos.plots import bar_chart, plot_metrics
+
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "report.md").write_text(report)
+    plot_metrics(metrics, run_dir / "plots", PLOT_GROUPS)
+    if summary["val_per_goal"]:
+        acc = {k: v["accuracy"] for k, v in summary["val_per_goal"].items()}
+        bar_chart(acc, run_dir / "plots" / "val_accuracy_per_goal.png", "val action accuracy", "accuracy")

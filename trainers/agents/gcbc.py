@@ -9,7 +9,6 @@ Output: ``RUN/final/`` (a ``GCBCPolicy`` directory that ``LearnedController`` lo
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import torch
 from agents.encoding import GOALS, INVENTORY_KEYS, VIEW_NAMES
 from agents.gcbc import ACTIONS, VIEW_COLS, VIEW_ROWS, GCBCPolicy, PolicyConfig
 from telos.errors import UserError
-from telos.plots import bar_chart, plot_metrics
 from telos.tracking import read_metrics
 from trainers.agents.cloning import (
     clone,
@@ -28,13 +26,12 @@ from trainers.agents.cloning import (
     majority_correct,
     per_goal_accuracy,
     split_episodes,
+    write_results,
 )
 from trainers.agents.gcbc_recipe import PLAY_ARRAYS, GCBCRecipe, check_play_file, play_data_hint
 from trainers.common.recipe_data import resolve_recipe_data
 
 gcbc_loss = cloning_loss  # the name the GCBC tests and docs use
-
-PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
 
 
 def hindsight_labels(
@@ -211,12 +208,7 @@ def _finish(r: GCBCRecipe, policy, play, forward, goals, train_rows, val_rows, s
         "train_seconds": seconds,
         "model_dir": str(final),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "report.md").write_text(_report(summary))
-    plot_metrics(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots", PLOT_GROUPS)
-    if summary["val_per_goal"]:
-        acc = {k: v["accuracy"] for k, v in summary["val_per_goal"].items()}
-        bar_chart(acc, run_dir / "plots" / "val_accuracy_per_goal.png", "val action accuracy", "accuracy")
+    write_results(run_dir, summary, _report(summary), read_metrics(run_dir / "metrics.jsonl"))
     return summary
 
 

@@ -11,7 +11,6 @@ action accuracy overall, per goal and per reflex.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,14 +20,18 @@ import torch
 from agents.encoding import REFLEXES
 from agents.goap import GOAPConfig, GOAPController, GOAPPolicy
 from telos.errors import UserError
-from telos.plots import bar_chart, plot_metrics
 from telos.tracking import read_metrics
-from trainers.agents.cloning import clone, evaluate, majority_correct, per_goal_accuracy, split_episodes
+from trainers.agents.cloning import (
+    clone,
+    evaluate,
+    majority_correct,
+    per_goal_accuracy,
+    split_episodes,
+    write_results,
+)
 from trainers.agents.goap_data import GOAPBatcher, concat, load_goap_data
 from trainers.agents.goap_recipe import GOAPRecipe
 from trainers.common.recipe_data import resolve_recipe_data
-
-PLOT_GROUPS = {"loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"]}
 
 
 def training_rows(
@@ -140,15 +143,11 @@ def _finish(r: GOAPRecipe, policy: GOAPPolicy, data, forward, train_rows, val_ro
         "train_seconds": seconds,
         "model_dir": str(final),
     }
-    rollouts = [m for m in read_metrics(run_dir / "metrics.jsonl") if "rollout/success" in m]
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    rollouts = [m for m in metrics if "rollout/success" in m]
     if rollouts:
         summary["rollout"] = {k: v for k, v in rollouts[-1].items() if k.startswith("rollout/")}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "report.md").write_text(_report(summary))
-    plot_metrics(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots", PLOT_GROUPS)
-    if summary["val_per_goal"]:
-        acc = {k: v["accuracy"] for k, v in summary["val_per_goal"].items()}
-        bar_chart(acc, run_dir / "plots" / "val_accuracy_per_goal.png", "val action accuracy", "accuracy")
+    write_results(run_dir, summary, _report(summary), metrics)
     return summary
 
 
