@@ -96,6 +96,29 @@ def encode_map(spatial_map: SpatialMap, radius: int) -> np.ndarray:
     return out
 
 
+# what the compass points to: the nearest remembered cell of each (cows: seen in the last
+# COW_MEMORY observations), anywhere on the agent's own map, not just the map window
+COMPASS_TARGETS = ("water", "tree", "stone", "coal", "iron", "diamond", "table", "furnace", "cow")
+COMPASS_UNKNOWN = -128  # int8 offset of a target not remembered
+COMPASS_RANGE = 100  # offsets are clipped to ±this
+COW_MEMORY = 40  # cows wander: a sighting older than this many steps is dropped
+
+
+def encode_compass(spatial_map: SpatialMap) -> np.ndarray:
+    """int8 [len(COMPASS_TARGETS), 2]: (dx, dy) from the agent to the nearest remembered cell of
+    each target (squared Euclidean distance; ties to the first found), ``COMPASS_UNKNOWN`` for both
+    when none is remembered. From the agent's own dead-reckoned map: no privileged state."""
+    out = np.full((len(COMPASS_TARGETS), 2), COMPASS_UNKNOWN, dtype=np.int8)
+    px, py = spatial_map.pos
+    for i, name in enumerate(COMPASS_TARGETS):
+        cells = spatial_map.sighted(name, COW_MEMORY) if name == "cow" else spatial_map.where.get(name)
+        if not cells:
+            continue
+        xy = np.array(list(cells), dtype=np.int64) - (px, py)
+        out[i] = np.clip(xy[int(np.argmin((xy * xy).sum(axis=1)))], -COMPASS_RANGE, COMPASS_RANGE)
+    return out
+
+
 def encode_status(view: AgentView) -> tuple[np.ndarray, int, bool]:
     """(inventory int8 [16], daylight as uint8 0–255, sleeping): what a policy reads besides the
     view and the map."""

@@ -31,9 +31,13 @@ from torch import nn
 from agents.cloned import ClonedController
 from agents.encoding import (
     ACTIONS,
+    COMPASS_RANGE,
+    COMPASS_TARGETS,
+    COMPASS_UNKNOWN,
     GOALS,
     STATUS_DIM,
     VIEW_NAMES,
+    encode_compass,
     encode_facing,
     encode_map,
     encode_status,
@@ -74,6 +78,7 @@ class GOAPConfig:
     history: int = 16  # K past (observation, action) pairs
     map_radius: int = 10  # the map window is (2r+1)² cells
     cell_dim: int = 16
+    compass: bool = True  # a token for the nearest remembered water, tree, ores, stations, cows
 
 
 def status_vector(inventory: np.ndarray, daylight: np.ndarray, sleeping: np.ndarray) -> np.ndarray:
@@ -82,6 +87,23 @@ def status_vector(inventory: np.ndarray, daylight: np.ndarray, sleeping: np.ndar
         [inventory.astype(np.float32) / SCALE, (daylight.astype(np.float32) / 255.0)[..., None],
          sleeping.astype(np.float32)[..., None]], axis=-1,
     )  # fmt: skip
+
+
+COMPASS_DIM = 3 * len(COMPASS_TARGETS)
+COMPASS_SCALE = 16.0
+
+
+def compass_vector(compass: np.ndarray) -> np.ndarray:
+    """float32 [..., COMPASS_DIM] from int8 offsets [..., targets, 2]: per target dx / 16, dy / 16
+    (0 when unknown) and a known flag. Offsets beyond the map window (±COMPASS_RANGE) keep their
+    direction, which is what the policy needs to walk toward what it remembers."""
+    known = compass[..., 0] != COMPASS_UNKNOWN
+    xy = np.where(known[..., None], compass.astype(np.float32), 0.0) / COMPASS_SCALE
+    out = np.concatenate([xy, known[..., None].astype(np.float32)], axis=-1)
+    return out.reshape(*compass.shape[:-2], COMPASS_DIM).astype(np.float32)
+
+
+assert COMPASS_RANGE < -COMPASS_UNKNOWN  # a clipped offset never reads as unknown
 
 
 def _goal_text_features() -> torch.Tensor:
@@ -134,6 +156,7 @@ class GOAPPolicy(nn.Module):
         self.map_proj = nn.Linear(64, d)
         self.map_pos = nn.Parameter(torch.randn(patches[2] * patches[3], d) * 0.02)
         self.status = nn.Linear(STATUS_DIM, d)
+        self.compass = nn.Linear(COMPASS_DIM, d) if c.compass else None
         self.facing = nn.Linear(c.cell_dim, d)
         self.register_buffer("goal_text", _goal_text_features(), persistent=False)
         self.goal = nn.Linear(self.goal_text.shape[1], d)
@@ -158,7 +181,7 @@ class GOAPPolicy(nn.Module):
         """batch: view int [B,7,9], status float [B,STATUS_DIM], facing int [B], map int [B,S,S],
         goal int [B]; with behaviour tokens also hist_view int [B,K,7,9], hist_status float
         [B,K,STATUS_DIM], hist_action int [B,K] (``NO_ACTION`` where padded), hist_valid bool
-        [B,K]. → logits [B, 17]."""
+        [B,K]; with the compass also compass float [B, COMPASS_DIM]. → logits [B, 17]."""
         b = batch["view"].shape[0]
         goal = self.goal(self.goal_text[batch["goal"].long()])  # [B, d]
         add = 0 if self.variant.goal_token else goal
@@ -174,6 +197,9 @@ class GOAPPolicy(nn.Module):
             kinds.append(1)
         tokens += [status[:, None], facing[:, None], view[:, None], patches]
         kinds += [2, 3, 4] + [5] * patches.shape[1]
+        if self.compass is not None:
+            tokens.append((self.compass(batch["compass"].float()) + add)[:, None])
+            kinds.append(7)
         if self.variant.behaviour:
             hv = self.hist_cells(batch["hist_view"].long()).flatten(2)  # [B, K, 63·E]
             pairs = self.hist_view(hv) + self.hist_status(batch["hist_status"].float()) + self.hist_pos
@@ -202,7 +228,8 @@ class GOAPPolicy(nn.Module):
             directory, "goap", "train one with `telos train recipes/agents/goap_crafter.yaml` (its final/)"
         )
         known = {f.name for f in fields(GOAPConfig)}
-        policy = cls(GOAPConfig(**{k: v for k, v in config.get("policy", {}).items() if k in known}))
+        saved = {"compass": False, **config.get("policy", {})}  # policies saved before the compass had none
+        policy = cls(GOAPConfig(**{k: v for k, v in saved.items() if k in known}))
         load_weights(policy, directory)
         return policy.eval()
 
@@ -258,6 +285,8 @@ class GOAPController(ClonedController):
             "map": torch.from_numpy(encode_map(self.map, c.map_radius).astype(np.int64))[None],
             "goal": torch.tensor([self._goal]),
         }
+        if c.compass:
+            batch["compass"] = torch.from_numpy(compass_vector(encode_compass(self.map)))[None]
         if self.policy.variant.behaviour:
             k, n = c.history, len(self.history)
             hv = np.zeros((k, VIEW_ROWS, VIEW_COLS), dtype=np.int64)

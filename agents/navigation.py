@@ -52,6 +52,10 @@ class SpatialMap:
         self.facing: Cell = (0, 1)  # Crafter's player starts facing south
         self.cells: dict[Cell, str] = {}
         self.creatures: dict[Cell, str] = {}  # as of the last view only
+        self.where: dict[str, set[Cell]] = {}  # name → the cells remembered as it
+        # cell → (creature, observation count when last seen there): what left the view
+        self.sightings: dict[Cell, tuple[str, int]] = {}
+        self.observations = 0
 
     def view_cells(self, view: AgentView) -> Iterable[tuple[Cell, str | None]]:
         rows, cols = len(view.local_view), len(view.local_view[0])
@@ -62,15 +66,32 @@ class SpatialMap:
     def observe(self, view: AgentView) -> None:
         """Write the view into the map at the current position."""
         self.creatures = {}
+        self.observations += 1
         for cell, name in self.view_cells(view):
             if name is None:
-                self.cells[cell] = "outside"
+                self._write(cell, "outside")
             elif name in CREATURES:
                 if name != "player":
                     self.creatures[cell] = name
-                self.cells.setdefault(cell, _GROUND_UNDER.get(name, "grass"))
+                    self.sightings[cell] = (name, self.observations)
+                if cell not in self.cells:
+                    self._write(cell, _GROUND_UNDER.get(name, "grass"))
+                continue
             else:
-                self.cells[cell] = name
+                self._write(cell, name)
+            self.sightings.pop(cell, None)
+
+    def _write(self, cell: Cell, name: str) -> None:
+        old = self.cells.get(cell)
+        if old != name:
+            if old is not None:
+                self.where[old].discard(cell)
+            self.where.setdefault(name, set()).add(cell)
+            self.cells[cell] = name
+
+    def sighted(self, name: str, within: int) -> list[Cell]:
+        """Cells where ``name`` was seen in the last ``within`` observations and not seen gone."""
+        return [c for c, (n, t) in self.sightings.items() if n == name and self.observations - t < within]
 
     def apply(self, before: AgentView, action: str) -> None:
         """Dead reckoning: update position and facing for ``action`` taken on ``before``."""

@@ -1,8 +1,9 @@
 """GOAP against its baselines on Crafter's long subgoals, with the oracle planner.
 
 Every controller is cloned from the same goal-observation-action data (``telos data crafter-goap``,
-200k steps of oracle + scripted play) and evaluated with ``telos eval minecraft`` on the same
-worlds (seeds 0…N-1) of ``benchmarks/suites/crafter-long.yaml`` (make_stone_pickaxe,
+200k steps of oracle + scripted play, world seeds 0…1535) and evaluated with ``telos eval
+minecraft`` on the same unseen worlds (seeds 100000…100000+N-1, ``--eval-seed``) of
+``benchmarks/suites/crafter-long.yaml`` (make_stone_pickaxe,
 make_iron_pickaxe, collect_diamond: their plans dispatch every subgoal of the tech tree):
 
 - ``goap``: the GOAP policy (recipes/agents/goap_crafter.yaml), 3 training seeds;
@@ -86,10 +87,11 @@ def train_job(job: dict, work: Path, data: Path, steps: int) -> Path:
     return final
 
 
-def evaluate(controller: str, out: Path, episodes: int) -> dict:
+def evaluate(controller: str, out: Path, episodes: int, seed: int, temperature: float | None = None) -> dict:
     if not (out / "results.json").is_file():
+        options = ["--controller-option", f"temperature={temperature}"] if temperature is not None else []
         telos("eval", "minecraft", "--suite", str(SUITE), "--controller", controller, "--episodes",
-              str(episodes), "--workers", "2", "--out", str(out))  # fmt: skip
+              str(episodes), "--workers", "2", "--seed", str(seed), "--out", str(out), *options)  # fmt: skip
     r = json.loads((out / "results.json").read_text())
     return {
         "tasks": {
@@ -229,6 +231,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=2000, help="GOAP training steps")
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
+    ap.add_argument(
+        "--temperature", type=float, default=1.0,
+        help="sampling temperature of the cloned controllers (argmax, 0, locks into loops: see README)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--eval-seed", type=int, default=100_000, help="first evaluation world (unseen in the data)"
+    )
     ap.add_argument("--work", default="runs/goap-experiment")
     ap.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
     args = ap.parse_args(argv)
@@ -249,10 +258,11 @@ def main(argv: list[str] | None = None) -> dict:
         partial.record({"name": job["name"], "group": group, "seed": job["seed"], "episodes": args.episodes,
                         "val_accuracy": train["val_accuracy"], "train_seconds": train["train_seconds"],
                         "parameters": train["parameters"],
-                        "eval": evaluate(spec, work / "eval" / job["name"], args.episodes)})  # fmt: skip
+                        "eval": evaluate(spec, work / "eval" / job["name"], args.episodes, args.eval_seed,
+                                         args.temperature)})  # fmt: skip
     if "scripted" in parts and not partial.have(name="scripted", episodes=args.episodes):
         partial.record({"name": "scripted", "group": "scripted", "seed": 0, "episodes": args.episodes,
-                        "eval": evaluate("scripted", work / "eval" / "scripted", args.episodes)})  # fmt: skip
+                        "eval": evaluate("scripted", work / "eval" / "scripted", args.episodes, args.eval_seed)})  # fmt: skip
     runs = [r for r in partial.runs if r["episodes"] == args.episodes]
     meta = json.loads((data / "meta.json").read_text())
     main_run = next((r for r in runs if r["name"] == "goap-s0"), None)
@@ -263,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
         "data_episodes": meta["episodes"],
         "seeds": args.seeds,
         "episodes": args.episodes,
+        "eval_seeds": [args.eval_seed, args.eval_seed + args.episodes - 1],
+        "temperature": args.temperature,
         "goap_steps": args.steps,
         "targets": TARGETS,
         "summary": summarize(runs),

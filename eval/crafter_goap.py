@@ -2,7 +2,8 @@
 
 The oracle planner and the scripted controller play the suite's tasks, and every step is
 recorded from the agent's own side: local view, inventory, daylight, sleeping, the faced cell,
-the agent's own remembered map (dead reckoning, ``agents.encoding.encode_map``), the action,
+the agent's own remembered map (dead reckoning, ``agents.encoding.encode_map``) and its compass
+(``encode_compass``: the nearest remembered water, tree, ore, table, furnace, cow), the action,
 and the subgoal the planner had dispatched — on *every* step, the scripted controller's survival
 reflexes included (``reflex`` says which one acted), so a policy cloned on it learns to eat,
 drink, sleep and fight while it works on a goal. With probability ``noise`` an action is random
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.encoding import REFLEXES, encode_map, encode_status, goal_index
+from agents.encoding import COMPASS_TARGETS, REFLEXES, encode_compass, encode_map, encode_status, goal_index
 from agents.navigation import SpatialMap
 from agents.types import AgentView, Controller
 from eval.crafter_play import RecordingController, play_episodes, stack
@@ -33,7 +34,7 @@ from telos.errors import UserError
 
 META = "meta.json"
 SHARDS = "shards"
-FORMAT = 1
+FORMAT = 2  # 2: with the compass
 # name → (dtype, shape after the step axis; "map" is [2r+1, 2r+1])
 ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
     "views": (np.int8, (7, 9)),
@@ -42,6 +43,7 @@ ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
     "sleeping": (bool, ()),
     "facing": (np.int8, ()),
     "map": (np.int8, ()),
+    "compass": (np.int8, (len(COMPASS_TARGETS), 2)),
     "actions": (np.int8, ()),  # executed (the history a policy sees)
     "expert": (np.int8, ()),  # the scripted controller's choice (the label)
     "learner": (bool, ()),  # executed by the learned policy (DAgger collection)
@@ -68,7 +70,7 @@ class GOAPRecorder(RecordingController):
     ) -> None:  # fmt: skip
         super().__init__(inner, noise, seed)
         self.map_radius, self.executor, self.beta = map_radius, executor, beta
-        for k in ("map", "daylight", "sleeping", "goal", "reflex", "expert", "learner"):
+        for k in ("map", "compass", "daylight", "sleeping", "goal", "reflex", "expert", "learner"):
             self.rows[k] = []
         self.map = SpatialMap()
         self._by_learner = False
@@ -97,6 +99,7 @@ class GOAPRecorder(RecordingController):
         r = self.rows
         _, daylight, sleeping = encode_status(view)
         r["map"].append(encode_map(self.map, self.map_radius))
+        r["compass"].append(encode_compass(self.map))
         r["daylight"].append(daylight)
         r["sleeping"].append(sleeping)
         sub = getattr(self.inner, "subgoal", None)

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     mc = ev_sub.add_parser("minecraft", help="planner + controller agents on a Crafter/MineDojo task suite")
     mc.add_argument("--suite", default="crafter-techtree", help="suite name (eval/suites) or a .yaml file")
     mc.add_argument("--planner", default="oracle", help="oracle | llm:PATH_OR_HUB_ID | openai:URL#MODEL")
-    mc.add_argument("--controller", default="scripted", help="scripted | learned:PATH")
+    mc.add_argument("--controller", default="scripted", help="scripted | learned:PATH | goap:PATH")
     mc.add_argument("--episodes", type=int, default=20, help="episodes per task (seeds SEED..SEED+N-1)")
     mc.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     mc.add_argument("--out", required=True, help="directory for results.json, report.md, success.png")

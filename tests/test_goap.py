@@ -17,11 +17,29 @@ import yaml
 pytest.importorskip("crafter")
 
 from agents.controllers import make_controller  # noqa: E402
-from agents.encoding import GOALS, REFLEXES, STATUS_DIM, VIEW_NAMES, encode_map  # noqa: E402
-from agents.goap import NO_ACTION, GOAPConfig, GOAPController, GOAPPolicy, status_vector  # noqa: E402
+from agents.encoding import (  # noqa: E402
+    COMPASS_TARGETS,
+    COMPASS_UNKNOWN,
+    COW_MEMORY,
+    GOALS,
+    REFLEXES,
+    STATUS_DIM,
+    VIEW_NAMES,
+    encode_compass,
+    encode_map,
+)
+from agents.goap import (  # noqa: E402
+    COMPASS_DIM,
+    NO_ACTION,
+    GOAPConfig,
+    GOAPController,
+    GOAPPolicy,
+    compass_vector,
+    status_vector,
+)
 from agents.navigation import SpatialMap  # noqa: E402
 from agents.scripted import ScriptedController  # noqa: E402
-from agents.types import Controller  # noqa: E402
+from agents.types import AgentView, Controller  # noqa: E402
 from eval.crafter_goap import GOAPRecorder, crafter_goap_command  # noqa: E402
 from eval.crafter_play import play_episodes  # noqa: E402
 from telos.cli import main  # noqa: E402
@@ -161,13 +179,13 @@ def test_controller_reads_what_the_data_recorded(tmp_path):
     rows = parts[0]
     n = len(rows["actions"])
     assert n == len(mirror.seen) > 50
-    for name in ("views", "inventory", "daylight", "sleeping", "facing", "map", "actions", "goal", "reflex",
-                 "noise", "events", "episode"):  # fmt: skip
+    for name in ("views", "inventory", "daylight", "sleeping", "facing", "map", "compass", "actions", "goal",
+                 "reflex", "noise", "events", "episode"):  # fmt: skip
         d = tmp_path / f"{name}.npy"
         np.save(d, rows[name].astype(np.int32 if name == "episode" else rows[name].dtype))
     meta = {"steps": n, "map_radius": 4, "arrays": list(rows)}
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    batcher = GOAPBatcher(load_goap_data(str(tmp_path)), history=6, with_history=True)
+    batcher = GOAPBatcher(load_goap_data(str(tmp_path)), history=6, with_history=True, with_compass=True)
     for t in (0, 1, 5, n // 2, n - 1):
         batch, _ = batcher(np.array([t]))
         for key, value in mirror.seen[t].items():
@@ -177,6 +195,17 @@ def test_controller_reads_what_the_data_recorded(tmp_path):
                 assert int(value) == int(rows["goal"][t])
                 continue
             torch.testing.assert_close(batch[key].to(value.dtype), value, msg=f"step {t}: {key}")
+    # action dropout hides history actions in training batches only, and nothing else
+    dropping = GOAPBatcher(load_goap_data(str(tmp_path)), history=6, with_history=True, action_dropout=0.5)
+    rows_ = np.arange(6, n)
+    plain, _ = dropping(rows_)
+    dropped, _ = dropping(rows_, training=True)
+    assert (plain["hist_action"] < NO_ACTION).all()
+    hidden = (dropped["hist_action"] == NO_ACTION).float().mean()
+    assert 0.35 < hidden < 0.65
+    kept = dropped["hist_action"] < NO_ACTION
+    assert torch.equal(dropped["hist_action"][kept], plain["hist_action"][kept])
+    torch.testing.assert_close(dropped["hist_view"], plain["hist_view"])
 
 
 def _batch(b: int, k: int, radius: int = 4) -> dict[str, torch.Tensor]:
@@ -192,6 +221,7 @@ def _batch(b: int, k: int, radius: int = 4) -> dict[str, torch.Tensor]:
         "hist_status": torch.rand(b, k, STATUS_DIM, generator=g),
         "hist_action": torch.randint(0, NO_ACTION, (b, k), generator=g),
         "hist_valid": torch.ones(b, k, dtype=torch.bool),
+        "compass": torch.rand(b, COMPASS_DIM, generator=g),
     }
 
 
@@ -215,6 +245,9 @@ def test_variants_read_what_they_should(variant):
     assert moved_by_actions == (variant == "goap")
     seen = {**batch, "hist_view": torch.roll(batch["hist_view"], 1, dims=0)}
     assert (not torch.allclose(policy(seen), base)) == (variant != "no_behaviour")
+    # the compass is read
+    pointed = {**batch, "compass": torch.roll(batch["compass"], 1, dims=0)}
+    assert not torch.allclose(policy(pointed), base)
     # an empty history (episode start) is well defined
     empty = {**batch, "hist_valid": torch.zeros_like(batch["hist_valid"])}
     assert torch.isfinite(policy(empty)).all()
@@ -323,3 +356,47 @@ def test_dagger_collection_lets_the_policy_act_and_the_expert_label(tmp_path, tr
     assert (a["expert"] != a["actions"]).any()
     with pytest.raises(UserError, match="controller"):
         crafter_goap_command(goap_args(tmp_path / "bad", policy="goap:/nowhere"))
+
+
+def _view(rows: list[list[str]]) -> AgentView:
+    return AgentView(local_view=rows, inventory={}, vitals={"health": 9, "food": 9, "drink": 9, "energy": 9},
+                     achievements=(), facing=None, daylight=1.0, sleeping=False, step=0, text="")  # fmt: skip
+
+
+def test_compass_points_to_the_nearest_remembered_cell():
+    grass = [["grass"] * 3 for _ in range(3)]
+    m = SpatialMap()
+    view = [row[:] for row in grass]
+    view[0][0], view[2][2], view[1][2] = "water", "water", "cow"  # water at (-1,-1), (1,1); cow (1,0)
+    m.observe(_view(view))
+    m.pos = (3, 0)  # walked 3 east: the water at (1, 1) is nearer than (-1, -1)
+    c = encode_compass(m)
+    assert c[COMPASS_TARGETS.index("water")].tolist() == [-2, 1]
+    assert c[COMPASS_TARGETS.index("cow")].tolist() == [-2, 0]
+    assert (c[COMPASS_TARGETS.index("iron")] == COMPASS_UNKNOWN).all()
+    # a cell rewritten (the water became path) leaves its old name's index
+    view[2][2], view[1][2] = "path", "grass"
+    m.pos = (0, 0)
+    m.observe(_view(view))
+    assert m.where["water"] == {(-1, -1)} and (1, 1) in m.where["path"]
+    # the cow is gone from where it was seen (the cell is in view, with no cow): forgotten at once
+    assert (encode_compass(m)[COMPASS_TARGETS.index("cow")] == COMPASS_UNKNOWN).all()
+    # features: dx/16, dy/16, known
+    f = compass_vector(c)
+    i = 3 * COMPASS_TARGETS.index("water")
+    assert f[i : i + 3].tolist() == [-2 / 16, 1 / 16, 1.0]
+    assert f[3 * COMPASS_TARGETS.index("iron") : 3 * COMPASS_TARGETS.index("iron") + 3].tolist() == [0, 0, 0]
+
+
+def test_cow_sightings_expire():
+    m = SpatialMap()
+    view = [["grass"] * 3 for _ in range(3)]
+    view[1][0] = "cow"
+    m.observe(_view(view))
+    m.pos = (100, 0)  # far away: the sighting's cell is out of view from now on
+    far = [["grass"] * 3 for _ in range(3)]
+    for _ in range(COW_MEMORY - 1):  # seen at observation 1; still remembered at observation 40
+        m.observe(_view(far))
+    assert m.sighted("cow", COW_MEMORY) == [(-1, 0)]
+    m.observe(_view(far))
+    assert m.sighted("cow", COW_MEMORY) == []

@@ -87,10 +87,13 @@ def train_goap(recipe: GOAPRecipe, raw_config: dict | None = None) -> dict:
         raise UserError(f"{r.data.path}: no step has a dispatched goal outside noise; collect more data")
     config = GOAPConfig(**asdict(r.model), map_radius=int(data.meta["map_radius"]))
     policy = GOAPPolicy(config)
-    batcher = GOAPBatcher(data, config.history, policy.variant.behaviour)
+    batcher = GOAPBatcher(
+        data, config.history, policy.variant.behaviour, r.train.history_action_dropout, r.seed,
+        with_compass=config.compass,
+    )  # fmt: skip
 
     def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, actions = batcher(rows)
+        batch, actions = batcher(rows, training=policy.training)
         return policy(batch), actions
 
     ro = r.rollout

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.encoding import ACTIONS, GOALS, REFLEXES, VIEW_NAMES
-from agents.goap import NO_ACTION, status_vector
+from agents.encoding import ACTIONS, COMPASS_TARGETS, GOALS, REFLEXES, VIEW_NAMES
+from agents.goap import NO_ACTION, compass_vector, status_vector
 from telos.errors import UserError
 
 META = "meta.json"
@@ -65,7 +65,8 @@ def load_goap_data(path: str, max_steps: int | None = None) -> GOAPData:
         arrays["expert"] = np.where(arrays["noise"], -1, arrays["actions"]).astype(np.int8)
         arrays["learner"] = np.zeros(t, dtype=bool)
     side = 2 * meta["map_radius"] + 1
-    shapes = {"views": (t, 7, 9), "inventory": (t, 16), "map": (t, side, side)}
+    shapes = {"views": (t, 7, 9), "inventory": (t, 16), "map": (t, side, side),
+              "compass": (t, len(COMPASS_TARGETS), 2)}  # fmt: skip
     for n, a in arrays.items():
         if a.shape != shapes.get(n, (t,)):
             raise UserError(f"{d}: '{n}' has shape {list(a.shape)}, expected {list(shapes.get(n, (t,)))}")
@@ -117,11 +118,26 @@ def concat(parts: list[GOAPData]) -> GOAPData:
 class GOAPBatcher:
     """Rows → (the batch ``GOAPPolicy.forward`` reads, the expert's actions): the current step
     and, right-aligned, its last ``history`` steps of the same episode with the actions that were
-    executed (the window the controller keeps at run time)."""
+    executed (the window the controller keeps at run time).
 
-    def __init__(self, data: GOAPData, history: int, with_history: bool) -> None:
+    ``action_dropout``: in training batches each history action is hidden (``NO_ACTION``) with
+    this probability, so the policy cannot lean on "repeat the last action" alone — the copycat
+    failure of cloning with action history (it keeps drinking at full drink because the last 16
+    actions were ``do``)."""
+
+    def __init__(
+        self, data: GOAPData, history: int, with_history: bool, action_dropout: float = 0.0, seed: int = 0,
+        with_compass: bool = False,
+    ) -> None:  # fmt: skip
         a = data.arrays
+        if with_compass and "compass" not in a:
+            raise UserError(
+                "this data has no compass (made before it); make it again with `telos data crafter-goap` "
+                "or train with model.compass=false"
+            )
         self.history, self.with_history = history, with_history
+        self.action_dropout = action_dropout
+        self._generator = torch.Generator().manual_seed(seed)
         self.t = {
             "view": torch.from_numpy(a["views"].astype(np.int64)),
             "status": torch.from_numpy(data.status),
@@ -131,12 +147,16 @@ class GOAPBatcher:
             "actions": torch.from_numpy(a["actions"].astype(np.int64)),  # executed: the history
             "labels": torch.from_numpy(np.maximum(a["expert"], 0).astype(np.int64)),  # the expert's choice
         }
+        if with_compass:
+            self.t["compass"] = torch.from_numpy(compass_vector(np.asarray(a["compass"])))
         self.start = torch.from_numpy(data.start)
 
-    def __call__(self, rows: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def __call__(
+        self, rows: np.ndarray, training: bool = False
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         i = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         t = self.t
-        batch = {k: t[k][i] for k in ("view", "status", "facing", "goal")}
+        batch = {k: t[k][i] for k in ("view", "status", "facing", "goal", "compass") if k in t}
         batch["map"] = t["map"][i].long()
         if self.with_history:
             k = self.history
@@ -145,7 +165,10 @@ class GOAPBatcher:
             idx = idx.clamp(min=0)
             batch["hist_view"] = t["view"][idx]
             batch["hist_status"] = t["status"][idx] * valid[..., None]
-            batch["hist_action"] = torch.where(valid, t["actions"][idx], NO_ACTION)
+            shown = valid
+            if training and self.action_dropout > 0:
+                shown = valid & (torch.rand(valid.shape, generator=self._generator) >= self.action_dropout)
+            batch["hist_action"] = torch.where(shown, t["actions"][idx], NO_ACTION)
             batch["hist_view"] = batch["hist_view"] * valid[..., None, None]
             batch["hist_valid"] = valid
         return batch, t["labels"][i]

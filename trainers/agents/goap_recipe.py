@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from telos.schema import number, text
+from telos.schema import flag, number, text
 from trainers.agents.gcbc_recipe import GCBCTrainSection
 from trainers.common.checks import about, check_run_options
 from trainers.common.fields import (
@@ -45,6 +45,9 @@ class GOAPModelSection:
     behaviour_tokens: Annotated[int, number("behaviour tokens from the history", ge=1)] = 4
     history: Annotated[int, number("K past (observation, action) pairs", ge=1)] = 16
     cell_dim: Annotated[int, number("embedding width of a view or map cell", ge=1)] = 16
+    compass: Annotated[
+        bool, flag("a token pointing to the nearest remembered water, tree, ores, table, furnace, cow")
+    ] = True
 
 
 @dataclass
@@ -53,6 +56,12 @@ class GOAPTrainSection(GCBCTrainSection):
 
     steps: Annotated[int, number("optimizer steps", ge=1)] = 4000
     lr: LearningRate = 5e-4
+    history_action_dropout: Annotated[
+        float,
+        number(
+            "hide each history action with this probability in training (against copycat loops)", ge=0, lt=1
+        ),
+    ] = 0.0
 
 
 @dataclass

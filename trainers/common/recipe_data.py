@@ -106,7 +106,8 @@ BUILDS: dict[str, DataBuild] = {
 
 # bumped when a command's output changes for the same command line (v2 of process-labels:
 # a step that states the answer is labelled by its correctness, not by completions after it)
-COMMAND_VERSIONS = {"process-labels": 2}
+# (v2 of crafter-goap: with the compass array)
+COMMAND_VERSIONS = {"process-labels": 2, "crafter-goap": 2}
 
 
 def is_recipe_data(spec: object) -> bool:
