@@ -109,7 +109,7 @@ def evaluate(controller: str, out: Path, episodes: int, seed: int, temperature: 
 
 def failure_reasons(out: Path) -> dict[str, dict[str, int]]:
     """Per task: how the unsuccessful episodes ended (death, timeout, a subgoal given up on)."""
-    episodes = json.loads((out / "episodes.json").read_text())
+    episodes = json.loads((out / "episodes.json").read_text())["episodes"]
     reasons: dict[str, dict[str, int]] = {}
     for ep in episodes:
         if ep["success"]:

@@ -400,3 +400,23 @@ def test_cow_sightings_expire():
     assert m.sighted("cow", COW_MEMORY) == [(-1, 0)]
     m.observe(_view(far))
     assert m.sighted("cow", COW_MEMORY) == []
+
+
+def test_do_loops_are_runs_of_fruitless_do_facing_one_cell():
+    from benchmarks.goap_failures import do_loops, gains
+
+    do, water, tree = 5, 2, 7
+    actions = np.array([do] * 5 + [1] + [do] * 4 + [do] * 3)
+    facing = np.array([water] * 5 + [water] + [water] * 4 + [tree] * 3)
+    inventory = np.zeros((len(actions), 16), dtype=np.int64)
+    inventory[3:, 2] = 1  # step 2 raised drink: it was not fruitless
+    inventory[8:, 0] = 5  # health recovering on its own is no gain
+    gained = gains(inventory)
+    assert np.flatnonzero(gained).tolist() == [2]
+    assert do_loops(actions, facing, gained, do, min_len=2) == [
+        (0, 2, water),
+        (3, 2, water),
+        (6, 4, water),
+        (10, 3, tree),
+    ]
+    assert do_loops(actions, facing, gained, do, min_len=4) == [(6, 4, water)]
