@@ -34,7 +34,9 @@ LOOP = 20  # fruitless `do` steps in a row, facing one kind of cell, that count 
 def gains(inventory: np.ndarray) -> np.ndarray:
     """bool [T]: step t raised food, drink or an item (health and energy recover on their own; the
     last step has no next one to compare with)."""
-    kept = [i for i in range(inventory.shape[1]) if i not in (0, 3)]  # INVENTORY_KEYS: health, energy
+    from agents.encoding import INVENTORY_KEYS
+
+    kept = [i for i, k in enumerate(INVENTORY_KEYS) if k not in ("health", "energy")]
     out = np.zeros(len(inventory), dtype=bool)
     out[:-1] = (inventory[1:, kept] > inventory[:-1, kept]).any(axis=1)
     return out
