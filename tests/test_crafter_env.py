@@ -114,27 +114,43 @@ def test_collecting_wood_shows_in_inventory_and_achievements():
     assert "wood" in obs["text"]
 
 
+def _play(env: CrafterEnv, seed: int) -> list:
+    import random
+
+    env.reset(seed=seed)
+    rng, out = random.Random(1), []
+    for _ in range(700):
+        obs, _, term, _, info = env.step(rng.randrange(17))
+        out.append((info["privileged"]["player_pos"], info["inventory"], info["vitals"]))
+        out.append(int(obs["image"].sum()))
+        if term:
+            break
+    return out
+
+
 def test_same_seed_same_episode_whatever_ran_before():
     """Crafter despawns creatures by index into a chunk's set of objects; with plain sets the
     order followed memory addresses, so a seed's episode depended on what the process had
     allocated before. The wrapper fixes the order: a cached world, a fresh one and one reset
     after other episodes all play out the same."""
-    import random
-
-    def play(env: CrafterEnv, seed: int) -> list:
-        env.reset(seed=seed)
-        rng, out = random.Random(1), []
-        for _ in range(700):
-            obs, _, term, _, info = env.step(rng.randrange(17))
-            out.append((info["privileged"]["player_pos"], info["inventory"], info["vitals"]))
-            out.append(int(obs["image"].sum()))
-            if term:
-                break
-        return out
-
-    fresh = play(CrafterEnv(CrafterConfig(cache_worlds=0)), 7)
+    fresh = _play(CrafterEnv(CrafterConfig(cache_worlds=0)), 7)
     busy = CrafterEnv()
     _junk = [object() for _ in range(5000)]  # shift later allocations
-    play(busy, 3)
-    assert play(busy, 7) == fresh  # generated after another episode
-    assert play(busy, 7) == fresh  # from the world cache
+    _play(busy, 3)
+    assert _play(busy, 7) == fresh  # generated after another episode
+    assert _play(busy, 7) == fresh  # from the world cache
+
+
+def test_a_world_shared_through_world_dir_plays_the_same(tmp_path):
+    """Eval workers share generated worlds through a directory: a second env (another worker)
+    loads the first one's world instead of generating it, and plays the same episode."""
+    fresh = _play(CrafterEnv(CrafterConfig(cache_worlds=0)), 7)
+    assert _play(CrafterEnv(CrafterConfig(world_dir=str(tmp_path))), 7) == fresh
+    assert [p.name for p in tmp_path.iterdir()] == ["world-7.pkl"]  # written whole, no temp left
+    second = CrafterEnv(CrafterConfig(world_dir=str(tmp_path)))
+
+    def no_generation():
+        raise AssertionError("generated a world the directory holds")
+
+    second._env.reset = no_generation
+    assert _play(second, 7) == fresh

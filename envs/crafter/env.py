@@ -14,7 +14,10 @@ for −y, east for +x. ``local_view`` rows run north → south, columns west →
 from __future__ import annotations
 
 import copy
+import os
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,6 +142,28 @@ def _ordered_chunks(world) -> None:
     world._chunks = chunks
 
 
+def _world_path(directory: str, seed: int) -> Path:
+    return Path(directory) / f"world-{seed}.pkl"
+
+
+def _load_world(directory: str, seed: int) -> Any | None:
+    """The world another process of this run generated for ``seed``, or None. The directory is
+    the run's own (``tempfile``, mode 700), so its pickles are this run's."""
+    try:
+        return pickle.loads(_world_path(directory, seed).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _save_world(directory: str, seed: int, game: Any) -> None:
+    """Written to a private temp name and renamed: a reader never sees half a file, and two
+    processes that generated the same world at once both write the same bytes' worth."""
+    path = _world_path(directory, seed)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(game, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)
+
+
 @dataclass
 class CrafterConfig:
     seed: int | None = None
@@ -146,6 +171,9 @@ class CrafterConfig:
     size: int = 64  # rendered image side in pixels
     area: int = 64  # world side in cells
     cache_worlds: int = 64  # freshly generated worlds kept per seed (generation takes ~1 s)
+    # a directory private to one run whose processes share the worlds they generate (~95 kB
+    # each, 1 ms to load): eval workers then generate each seed's world once between them
+    world_dir: str | None = None
 
 
 class CrafterEnv:
@@ -168,6 +196,10 @@ class CrafterEnv:
         self._worlds: dict[int, Any] = {}
 
     def reset(self, seed: int | None = None) -> tuple[dict, dict]:
+        if seed is not None and seed not in self._worlds and self.config.world_dir:
+            shared = _load_world(self.config.world_dir, seed)
+            if shared is not None:
+                self._worlds[seed] = shared
         if seed is not None and seed in self._worlds:
             # a deep copy of the just-generated game, RNG state included: the same episode as a
             # fresh reset with this seed, without the second of noise-based world generation
@@ -182,6 +214,8 @@ class CrafterEnv:
                 if len(self._worlds) >= self.config.cache_worlds:
                     self._worlds.pop(next(iter(self._worlds)))
                 self._worlds[seed] = copy.deepcopy(self._env)
+                if self.config.world_dir:
+                    _save_world(self.config.world_dir, seed, self._worlds[seed])
         self._names = self._names or semantic_names(self._env)
         self._step = 0
         self._unlocked: set[str] = set()
