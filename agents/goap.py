@@ -35,6 +35,7 @@ from agents.encoding import (
     COMPASS_TARGETS,
     COMPASS_UNKNOWN,
     GOALS,
+    REFLEXES,
     STATUS_DIM,
     VIEW_NAMES,
     encode_compass,
@@ -79,6 +80,7 @@ class GOAPConfig:
     map_radius: int = 10  # the map window is (2r+1)² cells
     cell_dim: int = 16
     compass: bool = True  # a token for the nearest remembered water, tree, ores, stations, cows
+    reflex_mode: bool = False  # predict the expert's reflex mode, then the action given it
 
 
 def status_vector(inventory: np.ndarray, daylight: np.ndarray, sleeping: np.ndarray) -> np.ndarray:
@@ -176,9 +178,25 @@ class GOAPPolicy(nn.Module):
         layer = nn.TransformerEncoderLayer(d, c.heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.trunk = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(ACTIONS)))
+        if c.reflex_mode:
+            self.mode_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(REFLEXES)))
+            self.mode_embed = nn.Embedding(len(REFLEXES), d)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """batch: view int [B,7,9], status float [B,STATUS_DIM], facing int [B], map int [B,S,S],
+        """The action logits [B, 17] (see ``forward_with_mode``)."""
+        return self.forward_with_mode(batch)[0]
+
+    def forward_with_mode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(action logits [B, 17], reflex-mode logits [B, len(REFLEXES)] or None).
+
+        With ``reflex_mode`` the policy factorises p(a | s) into p(m | s) · p(a | s, m), m the
+        scripted expert's hidden mode (working on the subgoal, or which survival reflex acts):
+        the action head reads h + E[m] with m = ``batch["mode"]`` when given (teacher forcing in
+        training) and m = argmax p(m | s) otherwise. Cloning the marginal instead mixes a
+        reflex and the subgoal wherever the expert's choice between them was hysteresis the
+        observation does not show, and sampling from that mixture dithers between the two.
+
+        batch: view int [B,7,9], status float [B,STATUS_DIM], facing int [B], map int [B,S,S],
         goal int [B]; with behaviour tokens also hist_view int [B,K,7,9], hist_status float
         [B,K,STATUS_DIM], hist_action int [B,K] (``NO_ACTION`` where padded), hist_valid bool
         [B,K]; with the compass also compass float [B, COMPASS_DIM]. → logits [B, 17]."""
@@ -210,7 +228,12 @@ class GOAPPolicy(nn.Module):
             tokens.append(behaviour)
             kinds += [6] * behaviour.shape[1]
         x = torch.cat(tokens, dim=1) + self.kinds(torch.tensor(kinds, device=goal.device))
-        return self.head(self.trunk(x)[:, 0])
+        h = self.trunk(x)[:, 0]
+        if not self.config.reflex_mode:
+            return self.head(h), None
+        mode_logits = self.mode_head(h)
+        mode = batch["mode"].long() if "mode" in batch else mode_logits.argmax(-1)
+        return self.head(h + self.mode_embed(mode)), mode_logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

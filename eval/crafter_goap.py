@@ -136,7 +136,7 @@ def _play_shard(job: dict) -> tuple[int, int]:
         from agents.controllers import make_controller
 
         torch.set_num_threads(1)
-        executor = make_controller(job["policy"])
+        executor = make_controller(job["policy"], **job["policy_options"])
 
     def recorder(ep: int) -> GOAPRecorder:
         return GOAPRecorder(ScriptedController(), job["noise"], job["seed"] * 100_003 + ep, job["map_radius"],
@@ -157,11 +157,19 @@ def _shard_steps(path: Path) -> int:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {
+    settings = {
         "format": FORMAT, "suite": args.suite, "noise": args.noise, "seed": args.seed,
         "budget": args.budget, "map_radius": args.map_radius, "episodes_per_shard": args.episodes_per_shard,
         "policy": args.policy, "beta": args.beta if args.policy else 1.0,
     }  # fmt: skip
+    options = policy_options(args)
+    return {**settings, "policy_options": options} if options else settings  # older shards have none
+
+
+def policy_options(args: argparse.Namespace) -> dict:
+    from eval.minecraft import key_value_options
+
+    return key_value_options(getattr(args, "policy_option", None), "--policy-option")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -187,7 +195,9 @@ def crafter_goap_command(args: argparse.Namespace) -> int:
     if args.policy:
         from agents.controllers import make_controller
 
-        make_controller(args.policy)
+        make_controller(args.policy, **policy_options(args))
+    elif getattr(args, "policy_option", None):
+        raise UserError("--policy-option needs --policy")
     out = Path(args.out)
     shards = out / SHARDS
     shards.mkdir(parents=True, exist_ok=True)
@@ -242,7 +252,7 @@ def _generate(args, shards: Path, done: dict[int, int], shard_size, enough, bar)
     job = {
         "per_shard": per, "suite": args.suite, "noise": args.noise, "seed": args.seed,
         "budget": args.budget, "map_radius": args.map_radius, "dir": str(shards),
-        "policy": args.policy, "beta": args.beta,
+        "policy": args.policy, "beta": args.beta, "policy_options": policy_options(args),
     }  # fmt: skip
     max_shards = None if args.episodes is None else -(-args.episodes // per)
     nxt = 0

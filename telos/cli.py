@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument(
         "--beta", type=float, default=0.5, help="with --policy: probability the scripted action is taken"
     )
+    cg.add_argument(
+        "--policy-option", action="append", help="KEY=VALUE for the --policy controller (temperature=1.0)"
+    )
     for kind, help_text in (
         ("preferences", "correct-vs-wrong answer pairs for the same prompt"),
         ("process-labels", "Math-Shepherd step labels from completions of each step prefix"),

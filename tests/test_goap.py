@@ -18,6 +18,7 @@ pytest.importorskip("crafter")
 
 from agents.controllers import make_controller  # noqa: E402
 from agents.encoding import (  # noqa: E402
+    ACTIONS,
     COMPASS_TARGETS,
     COMPASS_UNKNOWN,
     COW_MEMORY,
@@ -44,7 +45,7 @@ from eval.crafter_goap import GOAPRecorder, crafter_goap_command  # noqa: E402
 from eval.crafter_play import play_episodes  # noqa: E402
 from telos.cli import main  # noqa: E402
 from telos.errors import UserError  # noqa: E402
-from trainers.agents.goap import training_rows  # noqa: E402
+from trainers.agents.goap import craft_goals, training_rows  # noqa: E402
 from trainers.agents.goap_data import GOAPBatcher, load_goap_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,6 +254,56 @@ def test_variants_read_what_they_should(variant):
     assert torch.isfinite(policy(empty)).all()
 
 
+def test_reflex_mode_head_conditions_the_action_on_the_mode():
+    torch.manual_seed(0)
+    policy = GOAPPolicy(GOAPConfig(map_radius=4, history=5, d_model=32, heads=2, reflex_mode=True)).eval()
+    batch = _batch(3, 5)
+    logits, mode_logits = policy.forward_with_mode(batch)
+    assert mode_logits.shape == (3, len(REFLEXES))
+    # acting (no mode given) uses the predicted mode: the same as forcing the argmax
+    forced = policy.forward_with_mode({**batch, "mode": mode_logits.argmax(-1)})[0]
+    torch.testing.assert_close(logits, forced)
+    # the action head reads the mode: another mode gives other logits, the mode logits stay
+    other, other_mode = policy.forward_with_mode(
+        {**batch, "mode": (mode_logits.argmax(-1) + 1) % len(REFLEXES)}
+    )
+    assert not torch.allclose(other, logits)
+    torch.testing.assert_close(other_mode, mode_logits)
+    assert (
+        GOAPPolicy(GOAPConfig(map_radius=4, history=5, d_model=32, heads=2)).forward_with_mode(batch)[1]
+        is None
+    )
+
+
+def test_reflex_mode_training_logs_the_mode_loss(tmp_path, goap_data):
+    recipe = write_recipe(tmp_path, goap_data, **{"model.reflex_mode": True, "rollout.every": 0})
+    assert main(["train", str(recipe)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["mode_loss"] > 0 for r in rows)
+    # the logged loss is the sum: cloning cross-entropy + the mode's, so it exceeds the mode's
+    assert all(r["loss"] > r["mode_loss"] for r in rows)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0.0 <= summary["val_mode_accuracy"] <= 1.0
+    assert "reflex mode predicted" in (tmp_path / "run" / "report.md").read_text()
+    assert GOAPPolicy.load(tmp_path / "run" / "final").config.reflex_mode
+
+
+def test_craft_goals_relabel_a_sword_made_under_a_pickaxe_goal():
+    g = {name: GOALS.index(tuple(name.split())) for name in
+         ("make wood_pickaxe", "make wood_sword", "make stone_pickaxe", "make stone_sword", "collect tree")}  # fmt: skip
+    a = {
+        name: ACTIONS.index(name)
+        for name in ("make_wood_sword", "make_wood_pickaxe", "make_stone_sword", "do")
+    }
+    goal = np.array([g["make wood_pickaxe"]] * 3 + [g["make stone_pickaxe"]] * 2 + [g["collect tree"], -1])
+    expert = np.array([a["make_wood_sword"], a["make_wood_pickaxe"], a["do"], a["make_stone_sword"], a["do"],
+                       a["do"], a["make_wood_sword"]])  # fmt: skip
+    want = [g["make wood_sword"], g["make wood_pickaxe"], g["make wood_pickaxe"], g["make stone_sword"],
+            g["make stone_pickaxe"], g["collect tree"], g["make wood_sword"]]  # fmt: skip
+    assert craft_goals(goal, expert).tolist() == want
+    assert goal[0] == g["make wood_pickaxe"]  # the input is left alone
+
+
 def write_recipe(directory: Path, data: Path, **overrides) -> Path:
     recipe = yaml.safe_load((REPO / "recipes/agents/goap_crafter.yaml").read_text())
     recipe.update(run_dir=str(directory / "run"), resume=None)
@@ -345,10 +396,12 @@ def test_missing_data_is_one_line_error(tmp_path, capsys):
 
 def test_dagger_collection_lets_the_policy_act_and_the_expert_label(tmp_path, trained):
     out = tmp_path / "dagger"
-    args = goap_args(out, episodes=2, workers=1, policy=f"goap:{trained / 'final'}", beta=0.0, noise=0.0)
+    args = goap_args(out, episodes=2, workers=1, policy=f"goap:{trained / 'final'}", beta=0.0, noise=0.0,
+                     policy_option=["temperature=1.0"])  # fmt: skip
     assert crafter_goap_command(args) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["policy"] == f"goap:{trained / 'final'}" and meta["learner_steps"] == meta["steps"] > 0
+    assert meta["policy_options"] == {"temperature": 1.0}  # it acts as it is evaluated: sampling
     data = load_goap_data(str(out))
     a = data.arrays
     assert a["learner"].all() and (a["expert"] >= 0).all()
@@ -356,6 +409,8 @@ def test_dagger_collection_lets_the_policy_act_and_the_expert_label(tmp_path, tr
     assert (a["expert"] != a["actions"]).any()
     with pytest.raises(UserError, match="controller"):
         crafter_goap_command(goap_args(tmp_path / "bad", policy="goap:/nowhere"))
+    with pytest.raises(UserError, match="--policy-option needs --policy"):
+        crafter_goap_command(goap_args(tmp_path / "bad", policy_option=["temperature=1"]))
 
 
 def _view(rows: list[list[str]]) -> AgentView:

@@ -1,7 +1,8 @@
 """The behaviour-cloning loop every cloned Crafter controller shares (GCBC, GOAP).
 
-A trainer supplies the policy and ``forward(rows) -> (logits, actions)`` for rows of its data;
-this module owns the rest: seeded, resumable batch order, AdamW with clipping, held-out action
+A trainer supplies the policy and ``forward(rows) -> (logits, actions)`` for rows of its data,
+or ``(logits, actions, aux)`` where ``aux`` names auxiliary losses added to the cloning loss
+(and logged, e.g. GOAP's reflex-mode cross-entropy); this module owns the rest: seeded, resumable batch order, AdamW with clipping, held-out action
 accuracy, checkpoints and the tracker (progress bar, metrics.jsonl).
 """
 
@@ -25,7 +26,7 @@ from telos.errors import UserError
 from telos.tracking import Tracker
 from trainers.common.sampler import PromptSampler
 
-Forward = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+Forward = Callable[[np.ndarray], tuple[torch.Tensor, ...]]
 EVAL_BATCH = 4096
 
 
@@ -56,7 +57,7 @@ def evaluate(policy: nn.Module, forward: Forward, rows: np.ndarray) -> tuple[flo
     policy.eval()
     total, preds = 0.0, []
     for s in range(0, len(rows), EVAL_BATCH):
-        logits, actions = forward(rows[s : s + EVAL_BATCH])
+        logits, actions = forward(rows[s : s + EVAL_BATCH])[:2]
         total += float(F.cross_entropy(logits, actions.long(), reduction="sum"))
         preds.append(logits.argmax(-1).numpy())
     policy.train()
@@ -123,8 +124,10 @@ def clone(
     start = time.perf_counter()
     for step in range(state["step"] + 1, t.steps + 1):
         t0 = time.perf_counter()
-        logits, actions = forward(train_rows[order.take(t.batch_size)])
+        logits, actions, *rest = forward(train_rows[order.take(t.batch_size)])
+        aux: dict[str, torch.Tensor] = rest[0] if rest else {}
         loss = cloning_loss(logits, actions, torch.ones(len(actions), dtype=torch.bool))
+        loss = loss + sum(aux.values(), torch.zeros(()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), t.max_grad_norm))
@@ -133,6 +136,7 @@ def clone(
             "loss": float(loss.detach()),
             "accuracy": float((logits.detach().argmax(-1) == actions).float().mean()),
             "grad_norm": grad_norm,
+            **{k: float(v.detach()) for k, v in aux.items()},
             "epoch": order.cursor / len(train_rows),
             "samples_per_s": len(actions) / (time.perf_counter() - t0),
         }

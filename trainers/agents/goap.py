@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from agents.encoding import REFLEXES
+from agents.encoding import ACTIONS, GOALS, REFLEXES
 from agents.goap import GOAPConfig, GOAPController, GOAPPolicy
 from telos.errors import UserError
 from telos.tracking import read_metrics
@@ -41,6 +42,28 @@ def training_rows(
     data that did not record the expert's choice has none), split by episode."""
     usable = (goal >= 0) & (expert >= 0)
     return np.flatnonzero(usable & ~held_out), np.flatnonzero(usable & held_out)
+
+
+# action id of make_X → GOALS id of ("make", X)
+_CRAFTS = {ACTIONS.index(f"make_{item}"): g for g, (verb, item) in enumerate(GOALS) if verb == "make"}
+
+
+def craft_goals(goal: np.ndarray, expert: np.ndarray) -> np.ndarray:
+    """The goal each step is trained toward, a crafting step relabelled by what it makes::
+
+        goal'[t] = GOALS.index(("make", X))   if expert[t] is make_X
+                 = goal[t]                    otherwise
+
+    The scripted expert gathers wood and stone beyond the plan ("bank") and, standing at the table
+    for a pickaxe, makes a sword first from it. The bank is its hidden state: a policy cloned
+    with the dispatched goal learns "make a sword under make wood_pickaxe" without the spare
+    wood (the learned controller stops collecting at the plan's count), and then lacks the wood
+    for the stone pickaxe. Relabelled, the sword is taught only under its own goal (hindsight,
+    as GCBC's labels do), and every other step keeps the dispatched goal."""
+    out = np.array(goal, dtype=np.int64, copy=True)
+    for action, g in _CRAFTS.items():
+        out[np.asarray(expert) == action] = g
+    return out
 
 
 def subgoal_rollouts(policy: GOAPPolicy, task_id: str, episodes: int, budget: int) -> dict:
@@ -81,6 +104,8 @@ def train_goap(recipe: GOAPRecipe, raw_config: dict | None = None) -> dict:
         + [load_goap_data(p) for p in r.data.extra_paths]
     )
     a = data.arrays
+    if r.data.relabel_crafts:
+        a["goal"] = craft_goals(a["goal"], a["expert"]).astype(a["goal"].dtype)
     held_out = split_episodes(a["episode"], r.data.val_fraction, r.seed)
     train_rows, val_rows = training_rows(a["goal"], a["expert"], held_out)
     if len(train_rows) == 0:
@@ -92,9 +117,15 @@ def train_goap(recipe: GOAPRecipe, raw_config: dict | None = None) -> dict:
         with_compass=config.compass,
     )  # fmt: skip
 
-    def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         batch, actions = batcher(rows, training=policy.training)
-        return policy(batch), actions
+        if not config.reflex_mode:
+            return policy(batch), actions, {}
+        if policy.training:  # teacher forcing: the action head learns p(a | s, true mode)
+            batch["mode"] = batch["reflex"]
+        logits, mode_logits = policy.forward_with_mode(batch)
+        mode_loss = F.cross_entropy(mode_logits, batch["reflex"])
+        return logits, actions, {"mode_loss": r.train.mode_loss_weight * mode_loss}
 
     ro = r.rollout
     periodic = (lambda step: subgoal_rollouts(policy, ro.task, ro.episodes, ro.budget)) if ro.every else None
@@ -102,14 +133,24 @@ def train_goap(recipe: GOAPRecipe, raw_config: dict | None = None) -> dict:
         r, raw_config, policy, forward, train_rows, val_rows, a["expert"][val_rows],
         description=f"goap {r.name}", periodic=periodic, periodic_every=ro.every,
     )  # fmt: skip
-    return _finish(r, policy, data, forward, train_rows, val_rows, seconds)
+    return _finish(r, policy, data, forward, batcher, train_rows, val_rows, seconds)
 
 
-def _finish(r: GOAPRecipe, policy: GOAPPolicy, data, forward, train_rows, val_rows, seconds: float) -> dict:
+def _finish(
+    r: GOAPRecipe,
+    policy: GOAPPolicy,
+    data,
+    forward,
+    batcher: GOAPBatcher,
+    train_rows,
+    val_rows,
+    seconds: float,
+) -> dict:
     run_dir = Path(r.run_dir)
     a = data.arrays
     val_loss, preds = evaluate(policy, forward, val_rows)
     correct = preds == a["expert"][val_rows]
+    mode_accuracy = _mode_accuracy(policy, batcher, val_rows, a["reflex"])
     goals = a["goal"].astype(np.int64)
     baseline = majority_correct(a["expert"], goals, train_rows, val_rows)
     reflex = a["reflex"][val_rows]
@@ -143,6 +184,7 @@ def _finish(r: GOAPRecipe, policy: GOAPPolicy, data, forward, train_rows, val_ro
         "val_majority_baseline": float(baseline.mean()) if len(baseline) else nan,
         "val_per_goal": per_goal_accuracy(goals[val_rows], correct),
         "val_per_reflex": per_reflex,
+        "val_mode_accuracy": mode_accuracy,
         "train_seconds": seconds,
         "model_dir": str(final),
     }
@@ -152,6 +194,22 @@ def _finish(r: GOAPRecipe, policy: GOAPPolicy, data, forward, train_rows, val_ro
         summary["rollout"] = {k: v for k, v in rollouts[-1].items() if k.startswith("rollout/")}
     write_results(run_dir, summary, _report(summary), metrics)
     return summary
+
+
+@torch.no_grad()
+def _mode_accuracy(
+    policy: GOAPPolicy, batcher: GOAPBatcher, rows: np.ndarray, reflex: np.ndarray
+) -> float | None:
+    """Held-out agreement of the predicted reflex mode with the expert's (None without the head)."""
+    if not policy.config.reflex_mode or len(rows) == 0:
+        return None
+    policy.eval()
+    hits = 0
+    for s in range(0, len(rows), 4096):
+        chunk = rows[s : s + 4096]
+        batch, _ = batcher(chunk)
+        hits += int((policy.forward_with_mode(batch)[1].argmax(-1).numpy() == reflex[chunk]).sum())
+    return hits / len(rows)
 
 
 def _report(s: dict) -> str:
@@ -164,6 +222,11 @@ def _report(s: dict) -> str:
         f"(held-out episodes): {s['train_examples']} / {s['val_examples']}",
         f"- **val action accuracy {s['val_accuracy']:.3f}** (majority action per goal: "
         f"{s['val_majority_baseline']:.3f}), val loss {s['val_loss']:.3f}",
+        *(
+            [f"- reflex mode predicted on held-out steps: {s['val_mode_accuracy']:.3f}"]
+            if s.get("val_mode_accuracy") is not None
+            else []
+        ),
         "",
         "| goal | val steps | accuracy |",
         "|---|---:|---:|",

@@ -146,6 +146,7 @@ class GOAPBatcher:
             "goal": torch.from_numpy(np.maximum(a["goal"], 0).astype(np.int64)),
             "actions": torch.from_numpy(a["actions"].astype(np.int64)),  # executed: the history
             "labels": torch.from_numpy(np.maximum(a["expert"], 0).astype(np.int64)),  # the expert's choice
+            "reflex": torch.from_numpy(a["reflex"].astype(np.int64)),  # the expert's mode: a target only
         }
         if with_compass:
             self.t["compass"] = torch.from_numpy(compass_vector(np.asarray(a["compass"])))
@@ -156,7 +157,7 @@ class GOAPBatcher:
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         i = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         t = self.t
-        batch = {k: t[k][i] for k in ("view", "status", "facing", "goal", "compass") if k in t}
+        batch = {k: t[k][i] for k in ("view", "status", "facing", "goal", "compass", "reflex") if k in t}
         batch["map"] = t["map"][i].long()
         if self.with_history:
             k = self.history

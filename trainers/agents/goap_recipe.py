@@ -30,6 +30,11 @@ class GOAPDataSection:
     val_fraction: Annotated[
         float, number("episodes held out whole (steps of one episode are correlated)", gt=0, lt=1)
     ] = 0.05
+    relabel_crafts: Annotated[
+        bool,
+        flag("train a crafting step toward the item it makes (the expert makes swords under pickaxe goals "
+             "from wood it banked beyond the plan)"),
+    ] = True  # fmt: skip
 
 
 @dataclass
@@ -48,6 +53,11 @@ class GOAPModelSection:
     compass: Annotated[
         bool, flag("a token pointing to the nearest remembered water, tree, ores, table, furnace, cow")
     ] = True
+    reflex_mode: Annotated[
+        bool,
+        flag("predict the expert's reflex mode (subgoal, fight, sleep, drink, eat), then the action given "
+             "it (teacher-forced in training, argmax when acting)"),
+    ] = False  # fmt: skip
 
 
 @dataclass
@@ -62,6 +72,9 @@ class GOAPTrainSection(GCBCTrainSection):
             "hide each history action with this probability in training (against copycat loops)", ge=0, lt=1
         ),
     ] = 0.0
+    mode_loss_weight: Annotated[
+        float, number("weight of the reflex-mode cross-entropy (with model.reflex_mode)", ge=0)
+    ] = 1.0
 
 
 @dataclass
