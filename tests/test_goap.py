@@ -409,6 +409,10 @@ def test_dagger_collection_lets_the_policy_act_and_the_expert_label(tmp_path, tr
     assert (a["expert"] != a["actions"]).any()
     with pytest.raises(UserError, match="controller"):
         crafter_goap_command(goap_args(tmp_path / "bad", policy="goap:/nowhere"))
+    with pytest.raises(UserError, match="no option bogus; valid: temperature, seed"):
+        crafter_goap_command(
+            goap_args(tmp_path / "bad", policy=f"goap:{trained / 'final'}", policy_option=["bogus=1"])
+        )
     with pytest.raises(UserError, match="--policy-option needs --policy"):
         crafter_goap_command(goap_args(tmp_path / "bad", policy_option=["temperature=1"]))
 
