@@ -10,8 +10,9 @@ Inputs at step t, all from the agent's own side (no privileged state):
   - the last K (observation, action) pairs, summarised by the action-guided **behaviour
     encoder**: a few learned queries cross-attend (Q-former / Perceiver style) over the pairs
     and become behaviour tokens. Only past steps are in the window, so it is causal.
-A pre-norm transformer runs over [CLS, goal, status, faced cell, view, map patches, behaviour
-tokens]; the CLS output gives the action logits.
+A pre-norm transformer runs over [CLS, goal, status, faced cell, view, map patches, compass,
+behaviour tokens]; the CLS output gives the action logits. With ``goal_compass`` the compass token
+also carries the entry of the goal's own target (``goal_compass_features``).
 
 Variants (``GOAP_VARIANTS``), one architecture: ``goap``; ``no_behaviour`` (the ablation: no
 history tokens); ``goal_only`` (STEVE-1-like: the goal embedding is added to the observation
@@ -80,6 +81,7 @@ class GOAPConfig:
     map_radius: int = 10  # the map window is (2r+1)² cells
     cell_dim: int = 16
     compass: bool = True  # a token for the nearest remembered water, tree, ores, stations, cows
+    goal_compass: bool = False  # the compass entry of the goal's own target, read out (needs compass)
     reflex_mode: bool = False  # predict the expert's reflex mode, then the action given it
 
 
@@ -106,6 +108,43 @@ def compass_vector(compass: np.ndarray) -> np.ndarray:
 
 
 assert COMPASS_RANGE < -COMPASS_UNKNOWN  # a clipped offset never reads as unknown
+
+
+def _goal_target(verb: str, item: str) -> str | None:
+    """The remembered cell a goal is worked at: its material for collect, the table for wood and
+    stone tools and the furnace (placed at a table) for iron ones (Crafter makes an item only
+    within one cell of its stations), the table for a furnace; None for goals done anywhere."""
+    if verb == "collect":
+        return item if item in COMPASS_TARGETS else None
+    if verb == "make":
+        return "furnace" if item.startswith("iron") else "table"
+    return "table" if (verb, item) == ("place", "furnace") else None
+
+
+# GOALS id → COMPASS_TARGETS id, -1 where the goal has no target
+GOAL_TARGETS = tuple(COMPASS_TARGETS.index(t) if (t := _goal_target(*g)) is not None else -1 for g in GOALS)
+GOAL_COMPASS_DIM = 6
+
+
+def goal_compass_features(compass: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """float [B, GOAL_COMPASS_DIM]: the compass entry of each row's goal target, read out.
+
+    With (u, v, k) = compass[b, 3·target[b] : 3·target[b] + 3] (offset / 16 and the known flag)::
+
+        [u, v, sign(u), sign(v), k, k · 1{max(|16u|, |16v|) ≤ 1}]
+
+    the last being "the station is within Crafter's crafting reach". A row whose goal has no
+    target (target = -1) is all zeros. The full compass already holds the entry; reading it out
+    for the goal spares the policy learning the recipe table, and the reach flag is the one fact
+    a make action depends on that an offset / 16 shows only as a small number."""
+    entries = compass.reshape(compass.shape[0], -1, 3)
+    has = target >= 0
+    picked = entries[torch.arange(compass.shape[0], device=compass.device), target.clamp(min=0)]
+    picked = picked * has[:, None]
+    u, v, k = picked.unbind(-1)
+    cells = torch.maximum(u.abs(), v.abs()) * COMPASS_SCALE  # Chebyshev distance in cells
+    reach = k * (cells.round() <= 1).float()
+    return torch.stack([u, v, u.sign(), v.sign(), k, reach], dim=-1)
 
 
 def _goal_text_features() -> torch.Tensor:
@@ -159,6 +198,10 @@ class GOAPPolicy(nn.Module):
         self.map_pos = nn.Parameter(torch.randn(patches[2] * patches[3], d) * 0.02)
         self.status = nn.Linear(STATUS_DIM, d)
         self.compass = nn.Linear(COMPASS_DIM, d) if c.compass else None
+        if c.goal_compass and not c.compass:
+            raise UserError("model.goal_compass reads the compass: set model.compass: true as well")
+        self.goal_compass = nn.Linear(GOAL_COMPASS_DIM, d) if c.goal_compass else None
+        self.register_buffer("goal_targets", torch.tensor(GOAL_TARGETS), persistent=False)
         self.facing = nn.Linear(c.cell_dim, d)
         self.register_buffer("goal_text", _goal_text_features(), persistent=False)
         self.goal = nn.Linear(self.goal_text.shape[1], d)
@@ -216,7 +259,11 @@ class GOAPPolicy(nn.Module):
         tokens += [status[:, None], facing[:, None], view[:, None], patches]
         kinds += [2, 3, 4] + [5] * patches.shape[1]
         if self.compass is not None:
-            tokens.append((self.compass(batch["compass"].float()) + add)[:, None])
+            compass = self.compass(batch["compass"].float()) + add
+            if self.goal_compass is not None:
+                target = self.goal_targets[batch["goal"].long()]
+                compass = compass + self.goal_compass(goal_compass_features(batch["compass"].float(), target))
+            tokens.append(compass[:, None])
             kinds.append(7)
         if self.variant.behaviour:
             hv = self.hist_cells(batch["hist_view"].long()).flatten(2)  # [B, K, 63·E]

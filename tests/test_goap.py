@@ -31,11 +31,14 @@ from agents.encoding import (  # noqa: E402
 )
 from agents.goap import (  # noqa: E402
     COMPASS_DIM,
+    GOAL_COMPASS_DIM,
+    GOAL_TARGETS,
     NO_ACTION,
     GOAPConfig,
     GOAPController,
     GOAPPolicy,
     compass_vector,
+    goal_compass_features,
     status_vector,
 )
 from agents.navigation import SpatialMap  # noqa: E402
@@ -380,6 +383,7 @@ def test_controller_spec_errors(tmp_path, trained):
         ({"model.heads": 3}, "'model.heads': 3 heads do not divide d_model 32"),
         ({"rollout.task": "fly"}, "'rollout.task': unknown task 'fly'"),
         ({"model.variant": "steve"}, "model.variant"),
+        ({"model.compass": False, "model.goal_compass": True}, "'model.goal_compass': reads the compass"),
     ],
 )
 def test_bad_recipe_is_one_line_error(tmp_path, goap_data, capsys, override, message):
@@ -445,6 +449,45 @@ def test_compass_points_to_the_nearest_remembered_cell():
     i = 3 * COMPASS_TARGETS.index("water")
     assert f[i : i + 3].tolist() == [-2 / 16, 1 / 16, 1.0]
     assert f[3 * COMPASS_TARGETS.index("iron") : 3 * COMPASS_TARGETS.index("iron") + 3].tolist() == [0, 0, 0]
+
+
+def test_goal_compass_reads_out_the_goals_target():
+    assert GOAL_TARGETS[GOALS.index(("collect", "iron"))] == COMPASS_TARGETS.index("iron")
+    assert GOAL_TARGETS[GOALS.index(("make", "stone_pickaxe"))] == COMPASS_TARGETS.index("table")
+    assert GOAL_TARGETS[GOALS.index(("make", "iron_pickaxe"))] == COMPASS_TARGETS.index("furnace")
+    assert GOAL_TARGETS[GOALS.index(("place", "furnace"))] == COMPASS_TARGETS.index("table")
+    assert GOAL_TARGETS[GOALS.index(("collect", "grass"))] == -1
+    offsets = np.full((3, len(COMPASS_TARGETS), 2), COMPASS_UNKNOWN, dtype=np.int8)
+    table = COMPASS_TARGETS.index("table")
+    offsets[0, table] = (-1, 1)  # diagonal neighbour: within reach
+    offsets[1, table] = (5, -2)  # five cells east: not
+    compass = torch.from_numpy(compass_vector(offsets))
+    target = torch.tensor([table, table, -1])
+    f = goal_compass_features(compass, target)
+    assert f[0].tolist() == [-1 / 16, 1 / 16, -1.0, 1.0, 1.0, 1.0]
+    assert f[1].tolist() == [5 / 16, -2 / 16, 1.0, -1.0, 1.0, 0.0]
+    assert f[2].tolist() == [0.0] * GOAL_COMPASS_DIM  # no target
+    # an unknown table reads as unknown and out of reach, not as "here"
+    unknown = goal_compass_features(torch.from_numpy(compass_vector(offsets[2:])), torch.tensor([table]))
+    assert unknown.tolist() == [[0.0] * GOAL_COMPASS_DIM]
+
+
+def test_policy_with_goal_compass_reads_it():
+    torch.manual_seed(0)
+    policy = GOAPPolicy(GOAPConfig(map_radius=4, history=5, d_model=32, heads=2, goal_compass=True)).eval()
+    batch = _batch(2, 5)
+    table = 3 * COMPASS_TARGETS.index("table")
+    batch["goal"] = torch.tensor([GOALS.index(("make", "stone_pickaxe"))] * 2)
+    far, near = batch["compass"].clone(), batch["compass"].clone()
+    far[:, table : table + 3] = torch.tensor([5 / 16, 0.0, 1.0])
+    near[:, table : table + 3] = torch.tensor([1 / 16, 0.0, 1.0])
+    plain = GOAPPolicy(GOAPConfig(map_radius=4, history=5, d_model=32, heads=2)).eval()
+    plain.load_state_dict(policy.state_dict(), strict=False)
+    plain.compass.weight.data[:, table : table + 3] = 0  # the full compass no longer sees the table
+    policy.compass.weight.data[:, table : table + 3] = 0
+    # only the read-out sees it now: the goal compass moves the logits, the plain policy's do not
+    assert not torch.allclose(policy({**batch, "compass": far}), policy({**batch, "compass": near}))
+    torch.testing.assert_close(plain({**batch, "compass": far}), plain({**batch, "compass": near}))
 
 
 def test_cow_sightings_expire():

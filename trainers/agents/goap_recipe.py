@@ -53,6 +53,11 @@ class GOAPModelSection:
     compass: Annotated[
         bool, flag("a token pointing to the nearest remembered water, tree, ores, table, furnace, cow")
     ] = True
+    goal_compass: Annotated[
+        bool,
+        flag("the compass also reads out the goal's own target (its material, or the table / furnace it "
+             "is made at) with a within-reach flag; needs compass"),
+    ] = True  # fmt: skip
     reflex_mode: Annotated[
         bool,
         flag("predict the expert's reflex mode (subgoal, fight, sleep, drink, eat), then the action given "
@@ -110,8 +115,9 @@ class GOAPRecipe:
 
 
 def check_goap(recipe: GOAPRecipe) -> None:
-    """The data exists (or is a known tiny-data build), the heads divide the width, the rollout
-    task is in the tech-tree suite; trackers and resume as every trainer."""
+    """The data exists (or is a known tiny-data build), the heads divide the width, the goal compass
+    has a compass to read, the rollout task is in the tech-tree suite; trackers and resume as
+    every trainer."""
     from telos.errors import UserError
     from trainers.agents.goap_data import goap_dir
 
@@ -126,6 +132,9 @@ def check_goap(recipe: GOAPRecipe) -> None:
     with about("model.heads"):
         if recipe.model.d_model % recipe.model.heads:
             raise UserError(f"{recipe.model.heads} heads do not divide d_model {recipe.model.d_model}")
+    with about("model.goal_compass"):
+        if recipe.model.goal_compass and not recipe.model.compass:
+            raise UserError("reads the compass: set model.compass: true as well (or goal_compass: false)")
     with about("rollout.task"):
         tasks = _techtree_tasks()
         if recipe.rollout.task not in tasks:
