@@ -12,7 +12,8 @@ Inputs at step t, all from the agent's own side (no privileged state):
     and become behaviour tokens. Only past steps are in the window, so it is causal.
 A pre-norm transformer runs over [CLS, goal, status, faced cell, view, map patches, compass,
 behaviour tokens]; the CLS output gives the action logits. With ``goal_compass`` the compass token
-also carries the entry of the goal's own target (``goal_compass_features``).
+also carries the entry of the goal's own target (``goal_compass_features``); with ``survival`` the
+status token carries what the expert's survival reflexes depend on (``agents.readouts``).
 
 Variants (``GOAP_VARIANTS``), one architecture: ``goap``; ``no_behaviour`` (the ablation: no
 history tokens); ``goal_only`` (STEVE-1-like: the goal embedding is added to the observation
@@ -32,9 +33,6 @@ from torch import nn
 from agents.cloned import ClonedController
 from agents.encoding import (
     ACTIONS,
-    COMPASS_RANGE,
-    COMPASS_TARGETS,
-    COMPASS_UNKNOWN,
     GOALS,
     REFLEXES,
     STATUS_DIM,
@@ -47,6 +45,15 @@ from agents.encoding import (
 )
 from agents.navigation import SpatialMap, stations_in_reach
 from agents.policy_files import load_weights, read_policy_config, save_policy
+from agents.readouts import (
+    COMPASS_DIM,
+    GOAL_COMPASS_DIM,
+    GOAL_TARGETS,
+    SURVIVAL_DIM,
+    compass_vector,
+    goal_compass_features,
+    survival_features,
+)
 from agents.types import AgentView
 from telos.errors import UserError
 from telos.registry import Registry
@@ -82,6 +89,9 @@ class GOAPConfig:
     cell_dim: int = 16
     compass: bool = True  # a token for the nearest remembered water, tree, ores, stations, cows
     goal_compass: bool = False  # the compass entry of the goal's own target, read out (needs compass)
+    survival: bool = (
+        False  # the expert's reflex triggers, water, cow and pocket site read out (needs compass)
+    )
     reflex_mode: bool = False  # predict the expert's reflex mode, then the action given it
 
 
@@ -91,60 +101,6 @@ def status_vector(inventory: np.ndarray, daylight: np.ndarray, sleeping: np.ndar
         [inventory.astype(np.float32) / SCALE, (daylight.astype(np.float32) / 255.0)[..., None],
          sleeping.astype(np.float32)[..., None]], axis=-1,
     )  # fmt: skip
-
-
-COMPASS_DIM = 3 * len(COMPASS_TARGETS)
-COMPASS_SCALE = 16.0
-
-
-def compass_vector(compass: np.ndarray) -> np.ndarray:
-    """float32 [..., COMPASS_DIM] from int8 offsets [..., targets, 2]: per target dx / 16, dy / 16
-    (0 when unknown) and a known flag. Offsets beyond the map window (±COMPASS_RANGE) keep their
-    direction, which is what the policy needs to walk toward what it remembers."""
-    known = compass[..., 0] != COMPASS_UNKNOWN
-    xy = np.where(known[..., None], compass.astype(np.float32), 0.0) / COMPASS_SCALE
-    out = np.concatenate([xy, known[..., None].astype(np.float32)], axis=-1)
-    return out.reshape(*compass.shape[:-2], COMPASS_DIM).astype(np.float32)
-
-
-assert COMPASS_RANGE < -COMPASS_UNKNOWN  # a clipped offset never reads as unknown
-
-
-def _goal_target(verb: str, item: str) -> str | None:
-    """The remembered cell a goal is worked at: its material for collect, the table for wood and
-    stone tools and the furnace (placed at a table) for iron ones (Crafter makes an item only
-    within one cell of its stations), the table for a furnace; None for goals done anywhere."""
-    if verb == "collect":
-        return item if item in COMPASS_TARGETS else None
-    if verb == "make":
-        return "furnace" if item.startswith("iron") else "table"
-    return "table" if (verb, item) == ("place", "furnace") else None
-
-
-# GOALS id → COMPASS_TARGETS id, -1 where the goal has no target
-GOAL_TARGETS = tuple(COMPASS_TARGETS.index(t) if (t := _goal_target(*g)) is not None else -1 for g in GOALS)
-GOAL_COMPASS_DIM = 6
-
-
-def goal_compass_features(compass: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """float [B, GOAL_COMPASS_DIM]: the compass entry of each row's goal target, read out.
-
-    With (u, v, k) = compass[b, 3·target[b] : 3·target[b] + 3] (offset / 16 and the known flag)::
-
-        [u, v, sign(u), sign(v), k, k · 1{max(|16u|, |16v|) ≤ 1}]
-
-    the last being "the station is within Crafter's crafting reach". A row whose goal has no
-    target (target = -1) is all zeros. The full compass already holds the entry; reading it out
-    for the goal spares the policy learning the recipe table, and the reach flag is the one fact
-    a make action depends on that an offset / 16 shows only as a small number."""
-    entries = compass.reshape(compass.shape[0], -1, 3)
-    has = target >= 0
-    picked = entries[torch.arange(compass.shape[0], device=compass.device), target.clamp(min=0)]
-    picked = picked * has[:, None]
-    u, v, k = picked.unbind(-1)
-    cells = torch.maximum(u.abs(), v.abs()) * COMPASS_SCALE  # Chebyshev distance in cells
-    reach = k * (cells.round() <= 1).float()
-    return torch.stack([u, v, u.sign(), v.sign(), k, reach], dim=-1)
 
 
 def _goal_text_features() -> torch.Tensor:
@@ -201,6 +157,9 @@ class GOAPPolicy(nn.Module):
         if c.goal_compass and not c.compass:
             raise UserError("model.goal_compass reads the compass: set model.compass: true as well")
         self.goal_compass = nn.Linear(GOAL_COMPASS_DIM, d) if c.goal_compass else None
+        if c.survival and not c.compass:
+            raise UserError("model.survival reads the compass: set model.compass: true as well")
+        self.survival = nn.Linear(SURVIVAL_DIM, d) if c.survival else None
         self.register_buffer("goal_targets", torch.tensor(GOAL_TARGETS), persistent=False)
         self.facing = nn.Linear(c.cell_dim, d)
         self.register_buffer("goal_text", _goal_text_features(), persistent=False)
@@ -248,6 +207,10 @@ class GOAPPolicy(nn.Module):
         add = 0 if self.variant.goal_token else goal
         view = self.view(self.cells(batch["view"].long()).permute(0, 3, 1, 2)) + add
         status = self.status(batch["status"].float()) + add
+        if self.survival is not None:  # from the map window, status and compass the batch already has
+            status = status + self.survival(
+                survival_features(batch["map"], batch["status"], batch["compass"])
+            )
         facing = self.facing(self.cells(batch["facing"].long()))
         m = self.map(self.cells(batch["map"].long()).permute(0, 3, 1, 2))  # [B, 64, h, w]
         patches = self.map_proj(m.flatten(2).transpose(1, 2)) + self.map_pos

@@ -384,6 +384,10 @@ def test_controller_spec_errors(tmp_path, trained):
         ({"rollout.task": "fly"}, "'rollout.task': unknown task 'fly'"),
         ({"model.variant": "steve"}, "model.variant"),
         ({"model.compass": False, "model.goal_compass": True}, "'model.goal_compass': reads the compass"),
+        (
+            {"model.compass": False, "model.goal_compass": False, "model.survival": True},
+            "'model.survival': reads",
+        ),
     ],
 )
 def test_bad_recipe_is_one_line_error(tmp_path, goap_data, capsys, override, message):

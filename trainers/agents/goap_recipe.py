@@ -58,6 +58,12 @@ class GOAPModelSection:
         flag("the compass also reads out the goal's own target (its material, or the table / furnace it "
              "is made at) with a within-reach flag; needs compass"),
     ] = True  # fmt: skip
+    survival: Annotated[
+        bool,
+        flag("the status token also reads what the expert's survival reflexes depend on: their triggers "
+             "(dark with a pickaxe, tired, hurt, thirsty, hungry), the water and cow compass entries, and the "
+             "nearest site on the map window to dig a sealed pocket in (agents.readouts); needs compass"),
+    ] = True  # fmt: skip
     reflex_mode: Annotated[
         bool,
         flag("predict the expert's reflex mode (subgoal, fight, sleep, drink, eat), then the action given "
@@ -135,6 +141,11 @@ def check_goap(recipe: GOAPRecipe) -> None:
     with about("model.goal_compass"):
         if recipe.model.goal_compass and not recipe.model.compass:
             raise UserError("reads the compass: set model.compass: true as well (or goal_compass: false)")
+    with about("model.survival"):
+        if recipe.model.survival and not recipe.model.compass:
+            raise UserError(
+                "reads the compass's water and cow: set model.compass: true as well (or survival: false)"
+            )
     with about("rollout.task"):
         tasks = _techtree_tasks()
         if recipe.rollout.task not in tasks:
