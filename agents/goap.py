@@ -89,9 +89,7 @@ class GOAPConfig:
     cell_dim: int = 16
     compass: bool = True  # a token for the nearest remembered water, tree, ores, stations, cows
     goal_compass: bool = False  # the compass entry of the goal's own target, read out (needs compass)
-    survival: bool = (
-        False  # the expert's reflex triggers, water, cow and pocket site read out (needs compass)
-    )
+    survival: bool = False  # the expert's reflex triggers, water, cow, pocket site (needs compass)
     reflex_mode: bool = False  # predict the expert's reflex mode, then the action given it
 
 
