@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ from eval.crafter_goap import GOAPRecorder, crafter_goap_command  # noqa: E402
 from eval.crafter_play import play_episodes  # noqa: E402
 from telos.cli import main  # noqa: E402
 from telos.errors import UserError  # noqa: E402
-from trainers.agents.goap import craft_goals, training_rows  # noqa: E402
+from trainers.agents.cloning import split_episodes  # noqa: E402
+from trainers.agents.goap import craft_goals, repeat_routine_rows, training_rows  # noqa: E402
 from trainers.agents.goap_data import GOAPBatcher, load_goap_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +98,16 @@ def test_training_rows_skip_unlabelled_steps():
     expert = np.where(noise, -1, 2)
     train, val = training_rows(goal, expert, held_out)
     assert train.tolist() == [0, 5] and val.tolist() == [3, 4]
+
+
+def test_repeat_routine_rows_lists_night_routine_steps_again():
+    sleep, eat = REFLEXES.index("sleep"), REFLEXES.index("eat")
+    noop, place, do = ACTIONS.index("noop"), ACTIONS.index("place_stone"), ACTIONS.index("do")
+    reflex = np.array([0, sleep, sleep, sleep, eat, sleep])
+    expert = np.array([do, place, noop, do, do, do])
+    rows = np.array([0, 1, 2, 3, 4])  # row 5 is held out: never repeated
+    assert repeat_routine_rows(rows, reflex, expert, 1) is rows
+    assert repeat_routine_rows(rows, reflex, expert, 3).tolist() == [0, 1, 2, 3, 4, 1, 3, 1, 3]
 
 
 def test_data_command_writes_memory_mapped_arrays(goap_data):
@@ -348,6 +360,31 @@ def test_resume_continues_from_checkpoint(tmp_path, goap_data, trained, weights_
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert_same_weights(weights_of(trained / "final"), weights_of(tmp_path / "run" / "final"), atol=1e-5)
+
+
+def test_night_routine_repeat_lists_routine_rows_again_in_training(tmp_path, goap_data, trained):
+    # the fixture's short episodes reach no night: label every non-noop step a sleep-reflex step
+    data = tmp_path / "data"
+    shutil.copytree(goap_data, data)
+    a = load_goap_data(str(data)).arrays
+    routine = a["expert"] != ACTIONS.index("noop")
+    np.save(
+        data / "reflex.npy", np.where(routine, REFLEXES.index("sleep"), a["reflex"]).astype(a["reflex"].dtype)
+    )
+    recipe = write_recipe(tmp_path, data, **{"train.night_routine_repeat": 3, "rollout.every": 0})
+    assert main(["train", str(recipe)]) == 0
+
+    def last_epoch_and_examples(run: Path) -> tuple[float, int]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return rows[-1]["epoch"], json.loads((run / "summary.json").read_text())["train_examples"]
+
+    epoch, examples = last_epoch_and_examples(tmp_path / "run")
+    epoch_1, examples_1 = last_epoch_and_examples(trained)
+    assert examples == examples_1  # the report counts each step once
+    held_out = split_episodes(a["episode"], 0.25, 0)  # as write_recipe's recipe splits
+    rows, _ = training_rows(craft_goals(a["goal"], a["expert"]), a["expert"], held_out)
+    k = int(routine[rows].sum())
+    assert k > 0 and epoch == pytest.approx(epoch_1 * examples / (examples + 2 * k))
 
 
 def test_goap_controller_in_eval_minecraft(tmp_path, trained):

@@ -44,6 +44,21 @@ def training_rows(
     return np.flatnonzero(usable & ~held_out), np.flatnonzero(usable & held_out)
 
 
+def repeat_routine_rows(rows: np.ndarray, reflex: np.ndarray, expert: np.ndarray, repeat: int) -> np.ndarray:
+    """Training rows with each step of the expert's night routine listed ``repeat`` times::
+
+        routine[t] = reflex[t] is sleep and expert[t] is not noop
+        rows'      = rows ++ (repeat − 1) copies of {t ∈ rows : routine[t]}
+
+    The routine (walk to a pocket site, dig two cells, seal the mouth with stone, sleep) is 6 % of
+    the data against 17 % of noop steps inside the same reflex; listing its steps again weights
+    them ``repeat``× in every epoch's cross-entropy, as a per-row loss weight would in expectation."""
+    if repeat == 1:
+        return rows
+    routine = rows[(reflex[rows] == REFLEXES.index("sleep")) & (expert[rows] != ACTIONS.index("noop"))]
+    return np.concatenate([rows] + [routine] * (repeat - 1))
+
+
 # action id of make_X → GOALS id of ("make", X)
 _CRAFTS = {ACTIONS.index(f"make_{item}"): g for g, (verb, item) in enumerate(GOALS) if verb == "make"}
 
@@ -130,7 +145,9 @@ def train_goap(recipe: GOAPRecipe, raw_config: dict | None = None) -> dict:
     ro = r.rollout
     periodic = (lambda step: subgoal_rollouts(policy, ro.task, ro.episodes, ro.budget)) if ro.every else None
     seconds = clone(
-        r, raw_config, policy, forward, train_rows, val_rows, a["expert"][val_rows],
+        r, raw_config, policy, forward,
+        repeat_routine_rows(train_rows, a["reflex"], a["expert"], r.train.night_routine_repeat),
+        val_rows, a["expert"][val_rows],
         description=f"goap {r.name}", periodic=periodic, periodic_every=ro.every,
     )  # fmt: skip
     return _finish(r, policy, data, forward, batcher, train_rows, val_rows, seconds)

@@ -86,6 +86,11 @@ class GOAPTrainSection(GCBCTrainSection):
     mode_loss_weight: Annotated[
         float, number("weight of the reflex-mode cross-entropy (with model.reflex_mode)", ge=0)
     ] = 1.0
+    night_routine_repeat: Annotated[
+        int,
+        number("list each step of the expert's night routine (sleep reflex, not noop: walk to a pocket "
+               "site, dig, seal, sleep) this many times per epoch", ge=1),
+    ] = 1  # fmt: skip
 
 
 @dataclass
