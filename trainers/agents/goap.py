@@ -51,7 +51,7 @@ def repeat_routine_rows(rows: np.ndarray, reflex: np.ndarray, expert: np.ndarray
         rows'      = rows ++ (repeat − 1) copies of {t ∈ rows : routine[t]}
 
     The routine (walk to a pocket site, dig two cells, seal the mouth with stone, sleep) is 6 % of
-    the data against 17 % of noop steps inside the same reflex; listing its steps again weights
+    the 200k-step data, against 17 % for the noop steps inside the same reflex; listing its steps again weights
     them ``repeat``× in every epoch's cross-entropy, as a per-row loss weight would in expectation."""
     if repeat == 1:
         return rows
